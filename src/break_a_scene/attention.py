@@ -1,0 +1,185 @@
+"""Capturing cross-attention probabilities at the layers the attention loss uses, and nowhere else.
+
+The released code replaced all attention processors with a plain softmax-matmul one and kept every map of
+resolution <= 32x32 with its graph, which disables fused attention everywhere (the 64x64 self-attention
+included) and is the source of its out-of-memory reports. Here only the chosen cross-attention layers run
+an explicit softmax; every other layer keeps the processor it had (SDPA). `released_capture_layers` gives
+the released behaviour back, for the benchmark's comparison row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import UNet2DConditionModel
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    name: str  # the processor key, e.g. "down_blocks.2.attentions.0.transformer_blocks.0.attn2.processor"
+    block: str  # "down", "mid" or "up"
+    resolution: int  # side of the square feature map the layer attends from
+    is_cross: bool
+
+
+def attention_layers(unet: UNet2DConditionModel, latent_size: int) -> list[AttentionLayer]:
+    """Every attention processor of the UNet with the feature-map side it runs at for `latent_size`."""
+    num_down = len(unet.config.block_out_channels)
+    layers = []
+    for name in unet.attn_processors:
+        parts = name.split(".")  # "down_blocks.2.attentions.0...attn2.processor" or "mid_block.attentions..."
+        block = parts[0].split("_")[0]
+        if block == "down":
+            level = int(parts[1])
+        elif block == "up":
+            level = num_down - 1 - int(parts[1])
+        else:
+            level = num_down - 1
+        layers.append(AttentionLayer(name, block, latent_size // 2**level, parts[-2] == "attn2"))
+    return layers
+
+
+def loss_layer_names(
+    unet: UNet2DConditionModel, latent_size: int, resolution: int, blocks: tuple[str, ...] = ("down", "up")
+) -> list[str]:
+    """Cross-attention layers at `resolution` in the given blocks (SD2.1-base at 512 px: 16x16, 5 layers)."""
+    names = [
+        layer.name
+        for layer in attention_layers(unet, latent_size)
+        if layer.is_cross and layer.block in blocks and layer.resolution == resolution
+    ]
+    if not names:
+        available = sorted({layer.resolution for layer in attention_layers(unet, latent_size) if layer.is_cross})
+        raise ValueError(
+            f"the UNet has no cross-attention layer at {resolution}x{resolution} in blocks {blocks} for latent "
+            f"side {latent_size}; cross-attention runs at {available}. Change method.attention.resolution_divisor."
+        )
+    return names
+
+
+def released_capture_layers(unet: UNet2DConditionModel, latent_size: int) -> list[str]:
+    """The layers whose maps the released code kept: every attention (self and cross) at <= latent/2."""
+    return [layer.name for layer in attention_layers(unet, latent_size) if layer.resolution <= latent_size // 2]
+
+
+@dataclass
+class AttentionStore:
+    """The latest attention probabilities of each captured layer, for the batch rows in `rows`.
+
+    Training keeps the instance rows (class images for prior preservation follow them); classifier-free
+    guidance keeps the conditional half. A layer's entry is overwritten on every call, so gradient
+    checkpointing's recomputation does not duplicate it.
+    """
+
+    rows: slice = field(default_factory=lambda: slice(None))
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B, heads, HW, T)
+
+    def clear(self) -> None:
+        self.maps.clear()
+
+    def mean_map(self, names: list[str]) -> torch.Tensor:
+        """Mean over the given layers and their heads: (B, HW, T)."""
+        missing = [name for name in names if name not in self.maps]
+        if missing:
+            raise RuntimeError(f"no attention was captured for {missing[0]}; was the UNet run with capture on?")
+        return torch.stack([self.maps[name].mean(dim=1) for name in names]).mean(dim=0)
+
+
+class CapturingAttnProcessor:
+    """Attention with an explicit softmax whose probabilities go to the store (graph kept)."""
+
+    def __init__(self, store: AttentionStore, name: str, keep: bool = True):
+        self.store = store
+        self.name = name
+        self.keep = keep
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        key, value = attn.to_k(context), attn.to_v(context)
+        query, key, value = (attn.head_to_batch_dim(x) for x in (query, key, value))
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (B*heads, HW, T)
+        if self.keep:
+            self.store.maps[self.name] = probs.view(batch, attn.heads, *probs.shape[1:])[self.store.rows]
+        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+class AttentionCapture:
+    """Installs capturing processors on some layers of a UNet and puts the previous ones back on removal.
+
+    `loss_layers` are the maps `token_maps` averages. By default only they are replaced and kept; the
+    benchmark's released-code row keeps more (`keep`) and replaces every processor (`replace`).
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        loss_layers: list[str],
+        keep: list[str] | None = None,
+        replace: list[str] | None = None,
+    ):
+        self.unet = unet
+        self.loss_layers = list(loss_layers)
+        self.keep = list(keep) if keep is not None else list(loss_layers)
+        self.replace = list(replace) if replace is not None else list(self.keep)
+        if not set(self.loss_layers) <= set(self.keep) <= set(self.replace):
+            raise ValueError("loss layers must be kept, and kept layers replaced")
+        self.store = AttentionStore()
+        self._previous: dict | None = None
+
+    def install(self) -> "AttentionCapture":
+        current = self.unet.attn_processors
+        self._previous = dict(current)
+        keep = set(self.keep)
+        self.unet.set_attn_processor(
+            {
+                name: CapturingAttnProcessor(self.store, name, keep=name in keep) if name in self.replace else proc
+                for name, proc in current.items()
+            }
+        )
+        return self
+
+    def remove(self) -> None:
+        if self._previous is not None:
+            self.unet.set_attn_processor(self._previous)
+            self._previous = None
+        self.store.clear()
+
+    def __enter__(self) -> "AttentionCapture":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def token_maps(self, positions: torch.Tensor) -> torch.Tensor:
+        """Per-token maps averaged over the captured layers and heads.
+
+        positions: (B, K) index of each token in the prompt (any value where padded).
+        Returns (B, K, r, r) with r the loss layers' side.
+        """
+        mean = self.store.mean_map(self.loss_layers)  # (B, HW, T)
+        side = int(round(mean.shape[1] ** 0.5))
+        index = positions.clamp(min=0).unsqueeze(1).expand(-1, mean.shape[1], -1)  # (B, HW, K)
+        picked = torch.gather(mean, 2, index)  # (B, HW, K)
+        return picked.permute(0, 2, 1).reshape(positions.shape[0], positions.shape[1], side, side)

@@ -1,0 +1,34 @@
+"""Writes the trained model as a diffusers pipeline with its manifest when training ends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+
+from break_a_scene.export import export_pipeline
+
+log = logging.getLogger(__name__)
+
+
+class ExportPipeline(L.Callback):
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        if module.capture is not None:
+            module.capture.remove()  # plain processors in the exported model's in-memory copy too
+        manifest = {
+            "tokens": module.tokens.names,
+            "token_ids": module.tokens.ids,
+            "initializer_words": module.tokens.initializer_words,
+            "steps": {"phase1": module.hparams.phase1_steps, "phase2": module.hparams.phase2_steps},
+            "resolution": module.hparams.resolution,
+            "attention_resolution_divisor": module.hparams.attention_resolution_divisor,
+            **getattr(module, "run_info", {}),
+        }
+        path = export_pipeline(module.components, self.dirpath, manifest)
+        log.info("exported the trained pipeline to %s", path)

@@ -1,0 +1,30 @@
+"""Moves training from phase 1 (tokens only) to phase 2 (UNet + text encoder) with a fresh optimizer."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from lightning.pytorch.strategies import DDPStrategy
+
+log = logging.getLogger(__name__)
+
+
+class PhaseSwitch(L.Callback):
+    """At global step `module.hparams.phase1_steps`, unfreeze and rebuild the optimizer.
+
+    The optimizer is rebuilt through `configure_optimizers`, so its state is reset as in the paper and the
+    released code. Under DDP the model is wrapped again: DDP only reduces the gradients of parameters that
+    required grad when it was built, and the UNet did not in phase 1.
+    """
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if module.phase != 1 or trainer.global_step < module.hparams.phase1_steps:
+            return
+        module.enter_phase_2()
+        trainer.strategy.setup_optimizers(trainer)
+        strategy = trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            strategy.model = strategy.lightning_module
+            strategy.configure_ddp()
+        log.info("phase 2 from step %d: UNet and text encoder unfrozen, new optimizer", trainer.global_step)

@@ -1,0 +1,1 @@
+"""Thin Hydra entry points; the work is done by the library modules they call."""

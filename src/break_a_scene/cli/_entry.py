@@ -1,0 +1,31 @@
+"""What every entry point shares: a clean exit on bad input, leaving no output folder behind."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from break_a_scene.errors import UserInputError
+
+
+def friendly_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+    """Turn `UserInputError` into one line on stderr and exit status 2, removing the run's output folder
+    (Hydra creates it before the task runs; nothing has been written to it but Hydra's own files)."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except UserInputError as err:
+            output_dir = Path(HydraConfig.get().runtime.output_dir)
+            shutil.rmtree(output_dir, ignore_errors=True)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

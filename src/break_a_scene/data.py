@@ -1,0 +1,156 @@
+"""Union sampling (method.md, "Union sampling"): every sample is the whole image with a random subset of
+its concepts, the prompt naming them in a random order and their masks in that same order."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import CLIPTokenizer
+
+from break_a_scene.scene import SceneTensors
+
+
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+    """(len(prompts), 77) ids, padded and truncated as Stable Diffusion does."""
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+class UnionSamplingDataset(Dataset):
+    """Sample i draws k ~ U{1..N} (k = 1 without union sampling), a random k-subset in random order, the
+    prompt "a photo of <a> and <b>" and a joint horizontal flip with probability `flip_p`.
+
+    Each index has its own generator seeded from (seed, i), so draws do not depend on workers or ranks.
+    With class images (prior preservation), sample i also carries class image i mod M and its prompt.
+    """
+
+    def __init__(
+        self,
+        scene: SceneTensors,
+        tokenizer: CLIPTokenizer,
+        token_names: list[str],
+        token_ids: list[int],
+        length: int,
+        seed: int = 0,
+        union_sampling: bool = True,
+        flip_p: float = 0.5,
+        prompt_prefix: str = "a photo of ",
+        joiner: str = " and ",
+        class_images: torch.Tensor | None = None,
+        class_prompt: str | None = None,
+    ):
+        if len(token_names) != scene.masks.shape[0]:
+            raise ValueError(f"{len(token_names)} tokens for {scene.masks.shape[0]} masks")
+        self.scene = scene
+        self.tokenizer = tokenizer
+        self.token_names = list(token_names)
+        self.token_ids = torch.tensor(token_ids)
+        self.length = length
+        self.seed = seed
+        self.union_sampling = union_sampling
+        self.flip_p = flip_p
+        self.prompt_prefix = prompt_prefix
+        self.joiner = joiner
+        self.class_images = class_images
+        self.class_input_ids = tokenize(tokenizer, [class_prompt])[0] if class_images is not None else None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        count = len(self.token_names)
+        k = int(torch.randint(1, count + 1, (1,), generator=generator)) if self.union_sampling else 1
+        chosen = torch.randperm(count, generator=generator)[:k]
+        prompt = self.prompt_prefix + self.joiner.join(self.token_names[i] for i in chosen)
+        image, masks = self.scene.image, self.scene.masks[chosen]
+        if float(torch.rand(1, generator=generator)) < self.flip_p:
+            image, masks = image.flip(-1), masks.flip(-1)
+        item = {
+            "pixel_values": image,  # (3, R, R)
+            "masks": masks,  # (k, R, R), in prompt order
+            "token_ids": self.token_ids[chosen],  # (k,)
+            "input_ids": tokenize(self.tokenizer, [prompt])[0],  # (77,)
+            "prompt": prompt,
+        }
+        if self.class_images is not None:
+            item["class_pixel_values"] = self.class_images[index % len(self.class_images)]
+            item["class_input_ids"] = self.class_input_ids
+        return item
+
+
+def collate_union_samples(items: list[dict]) -> dict:
+    """Stack samples with different k: masks and token ids are padded to the batch's largest k.
+
+    Returns masks (B, K, R, R), token_ids (B, K) with -1 padding, token_valid (B, K) bool, and the union
+    of each sample's masks (B, 1, R, R).
+    """
+    width = max(item["masks"].shape[0] for item in items)
+    side = items[0]["masks"].shape[-1]
+    masks = torch.zeros(len(items), width, side, side)
+    token_ids = torch.full((len(items), width), -1, dtype=torch.long)
+    for row, item in enumerate(items):
+        k = item["masks"].shape[0]
+        masks[row, :k] = item["masks"]
+        token_ids[row, :k] = item["token_ids"]
+    batch = {
+        "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+        "masks": masks,
+        "token_ids": token_ids,
+        "token_valid": token_ids >= 0,
+        "union_mask": masks.amax(dim=1, keepdim=True),
+        "input_ids": torch.stack([item["input_ids"] for item in items]),
+        "prompts": [item["prompt"] for item in items],
+    }
+    if "class_pixel_values" in items[0]:
+        batch["class_pixel_values"] = torch.stack([item["class_pixel_values"] for item in items])
+        batch["class_input_ids"] = torch.stack([item["class_input_ids"] for item in items])
+    return batch
+
+
+class UnionSamplingDataModule(L.LightningDataModule):
+    """Serves `total_steps` batches per rank of union samples of one scene."""
+
+    def __init__(
+        self,
+        scene: SceneTensors,
+        tokenizer: CLIPTokenizer,
+        token_names: list[str],
+        token_ids: list[int],
+        total_steps: int,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        seed: int = 0,
+        union_sampling: bool = True,
+        flip_p: float = 0.5,
+        prompt_prefix: str = "a photo of ",
+        class_images: torch.Tensor | None = None,
+        class_prompt: str | None = None,
+    ):
+        super().__init__()
+        self.dataset_kwargs = dict(
+            scene=scene, tokenizer=tokenizer, token_names=token_names, token_ids=token_ids, seed=seed,
+            union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
+            class_images=class_images, class_prompt=class_prompt,
+        )
+        self.total_steps = total_steps
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.dataset: UnionSamplingDataset | None = None
+
+    def setup(self, stage: str) -> None:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        length = max(self.total_steps, 1) * self.batch_size * world_size
+        self.dataset = UnionSamplingDataset(length=length, **self.dataset_kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,  # every index is already an independent random draw
+            num_workers=self.num_workers,
+            collate_fn=collate_union_samples,
+            persistent_workers=self.num_workers > 0,
+        )

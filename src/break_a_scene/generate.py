@@ -1,0 +1,97 @@
+"""Images from a trained output: prompts with the learned tokens in, images and attention maps out.
+
+Each image `NNNN.png` is written beside `NNNN_attn_<token>.png` (the token's cross-attention averaged
+over the sampling steps, over the image) and `NNNN_attn.npz` (the raw maps), and `samples.jsonl` indexes
+them all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+from break_a_scene.errors import UserInputError
+from break_a_scene.export import read_manifest
+from break_a_scene.heatmap import heatmap_overlay
+from break_a_scene.sampling import sample_images
+
+DEFAULT_TEMPLATE = "a photo of {} at the beach"
+
+
+def default_prompts(tokens: list[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """Each token alone, then all tokens together."""
+    prompts = [template.format(token) for token in tokens]
+    if len(tokens) > 1:
+        prompts.append(template.format(" and ".join(tokens)))
+    return prompts
+
+
+def token_slug(token: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "", token) or "token"
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32") -> DiffusionPipeline:
+    read_manifest(path)  # a clear error when this is not a trained output
+    pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(resolve_device(device))
+
+
+def generate(
+    pipeline: str,
+    output_dir: str,
+    prompts: list[str] | None = None,
+    num_images_per_prompt: int = 2,
+    seed: int = 0,
+    batch_size: int = 4,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    save_attention: bool = True,
+    device: str = "auto",
+    dtype: str = "float32",
+    progress: bool = True,
+) -> list[dict]:
+    """Generate `num_images_per_prompt` images per prompt (seeds seed, seed+1, ...) into `output_dir`."""
+    manifest = read_manifest(pipeline)
+    tokens = manifest["tokens"]
+    prompts = list(prompts) if prompts else default_prompts(tokens)
+    unknown = [p for p in prompts if not any(t in p for t in tokens)]
+    if unknown:
+        raise UserInputError(f"prompt {unknown[0]!r} uses none of the learned tokens {tokens}; put one in it.")
+    if num_images_per_prompt < 1 or batch_size < 1:
+        raise UserInputError("num_images_per_prompt and batch_size must be at least 1.")
+    pipe = load_trained_pipeline(pipeline, device, dtype)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(p, seed + i) for p in prompts for i in range(num_images_per_prompt)]
+    records = []
+    samples = sample_images(
+        pipe, [p for p, _ in jobs], [s for _, s in jobs], manifest["resolution"], num_inference_steps,
+        guidance_scale, batch_size, tokens if save_attention else None,
+        manifest.get("attention_resolution_divisor", 4), progress,
+    )
+    with open(out / "samples.jsonl", "w") as index:
+        for number, sample in enumerate(samples):
+            stem = f"{number:04d}"
+            sample.image.save(out / f"{stem}.png")
+            record = {"image": f"{stem}.png", "prompt": sample.prompt, "seed": sample.seed, "attention": {}}
+            if sample.attention:
+                np.savez_compressed(out / f"{stem}_attn.npz", **{token_slug(t): m for t, m in sample.attention.items()})
+                for token, grid in sample.attention.items():
+                    name = f"{stem}_attn_{token_slug(token)}.png"
+                    heatmap_overlay(sample.image, grid).save(out / name)
+                    record["attention"][token] = name
+            index.write(json.dumps(record) + "\n")
+            records.append(record)
+    return records

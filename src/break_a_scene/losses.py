@@ -1,0 +1,62 @@
+"""The method's losses as plain functions of tensors (method.md, "Losses").
+
+Shapes: B batch, C latent channels, h x w latent side, K tokens sampled (padded to the batch maximum),
+r x r the attention loss resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+MaskNormalization = Literal["none", "area"]
+
+
+def resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-neighbour downsampling, as the released code does: (..., H, W) -> (..., size, size)."""
+    lead = masks.shape[:-2]
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
+    return F.interpolate(flat, size=(size, size), mode="nearest").reshape(*lead, size, size)
+
+
+def masked_diffusion_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalization: MaskNormalization = "none"
+) -> torch.Tensor:
+    """MSE on the masked region of the latent prediction.
+
+    pred, target: (B, C, h, w); mask: (B, 1, h, w), the union of the sampled masks at latent size.
+    "none" (released code): mean over all B*C*h*w elements of ((pred - target) * mask)^2, so a small
+    concept contributes little. "area" (Custom-Diffusion style): the same sum divided by C times the
+    mask's area, i.e. the mean over masked elements only.
+    """
+    squared = ((pred.float() - target.float()) * mask) ** 2
+    if normalization == "none":
+        return squared.mean()
+    if normalization == "area":
+        area = mask.expand_as(squared).sum().clamp(min=1.0)
+        return squared.sum() / area
+    raise ValueError(f"unknown mask normalization {normalization!r}; use 'none' or 'area'")
+
+
+def cross_attention_loss(
+    attention: torch.Tensor, target_masks: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Pull each sampled token's cross-attention map toward its mask.
+
+    attention: (B, K, r, r) token maps averaged over layers and heads; target_masks: (B, K, r, r) masks
+    downsampled to r; valid: (B, K) bool, False for padding. Each map is divided by its maximum (released
+    code), the per-token loss is the mean squared error over r*r, summed over a sample's tokens and
+    averaged over the batch.
+    """
+    attention = attention.float()
+    peak = attention.flatten(2).amax(dim=2).clamp(min=torch.finfo(attention.dtype).tiny)  # (B, K)
+    normalized = attention / peak[..., None, None]
+    per_token = ((normalized - target_masks.float()) ** 2).mean(dim=(2, 3))  # (B, K)
+    return (per_token * valid.float()).sum(dim=1).mean()
+
+
+def prior_preservation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Plain MSE on the class-image half of the batch: (B, C, h, w) each."""
+    return F.mse_loss(pred.float(), target.float())

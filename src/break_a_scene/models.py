@@ -1,0 +1,160 @@
+"""Loading a Stable-Diffusion-style model's parts offline, or building them from configs.
+
+Every model the framework trains is a `DiffusionComponents`: the same training, export and generation code
+serves SD 2.1-base, SD 1.5, SD 2.1 (768 px, v-prediction), a random `tiny` model for tests and the
+architecture-only SD 2.1-base used by the benchmark. Sizes that the released code hard-coded (latent side,
+attention side, latent scale, prediction type) are read from here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from break_a_scene.clip_tokenizer import build_clip_tokenizer
+from break_a_scene.errors import UserInputError
+
+_SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+
+
+@dataclass
+class DiffusionComponents:
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    noise_scheduler: DDPMScheduler
+    source: str = "built from config"
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent pixel (8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.noise_scheduler.config.prediction_type
+
+    @property
+    def unet_downsample_factor(self) -> int:
+        """Latent pixels per pixel of the UNet's coarsest feature map (8 for SD's four blocks)."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def latent_size(self, resolution: int) -> int:
+        return resolution // self.vae_scale_factor
+
+    def check_resolution(self, resolution: int) -> None:
+        """Refuse a resolution the VAE and UNet cannot take, before any work is done."""
+        step = self.vae_scale_factor * self.unet_downsample_factor
+        if resolution <= 0 or resolution % step:
+            lower, upper = (resolution // step) * step, (resolution // step + 1) * step
+            hint = f"{lower} or {upper}" if lower > 0 else f"{upper}"
+            raise UserInputError(
+                f"data.resolution={resolution} cannot be taken by this model ({self.source}): the VAE downsamples "
+                f"by {self.vae_scale_factor} and the UNet by {self.unet_downsample_factor}, so the resolution must "
+                f"be a positive multiple of {step}. Set data.resolution={hint}."
+            )
+
+    def inference_scheduler(self) -> DDIMScheduler:
+        """The released code's sampler: DDIM with the model's betas, no clipping, alpha_T not set to one."""
+        return DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False, set_alpha_to_one=False)
+
+
+def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None = None) -> Path:
+    """A local directory, or the local Hugging Face cache snapshot of a hub id. Never downloads."""
+    path = Path(os.path.expanduser(pretrained_model_name_or_path))
+    if path.is_dir():
+        return path
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(pretrained_model_name_or_path, revision=revision, local_files_only=True)
+        )
+    except Exception as err:  # the hub raises several types for "not cached" and "bad id"
+        raise UserInputError(
+            f"Model weights '{pretrained_model_name_or_path}' were not found: it is not a local directory and "
+            f"not in the Hugging Face cache ({constants.HF_HUB_CACHE}). Download them on a machine with internet "
+            f"(`hf download {pretrained_model_name_or_path}`, or `huggingface-cli download ...` on older hubs), "
+            f"or point model.pretrained_model_name_or_path at a local diffusers pipeline directory "
+            f"(one with {', '.join(_SUBFOLDERS)}/). ({type(err).__name__})"
+        ) from None
+
+
+def load_pretrained(
+    pretrained_model_name_or_path: str, revision: str | None = None, variant: str | None = None
+) -> DiffusionComponents:
+    """Load the five parts of a diffusers Stable Diffusion pipeline from disk or the local cache."""
+    root = resolve_model_dir(pretrained_model_name_or_path, revision)
+    missing = [name for name in _SUBFOLDERS if not (root / name).is_dir()]
+    if missing:
+        raise UserInputError(
+            f"'{root}' is not a diffusers Stable Diffusion pipeline: it lacks {', '.join(missing)}/. "
+            "Point model.pretrained_model_name_or_path at a directory saved by DiffusionPipeline.save_pretrained."
+        )
+    kwargs = {"variant": variant} if variant else {}
+    return DiffusionComponents(
+        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", **kwargs),
+        vae=AutoencoderKL.from_pretrained(root, subfolder="vae", **kwargs),
+        unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", **kwargs),
+        noise_scheduler=DDPMScheduler.from_pretrained(root, subfolder="scheduler"),
+        source=pretrained_model_name_or_path,
+    )
+
+
+def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
+def build_from_configs(
+    text_encoder: dict, vae: dict, unet: dict, prediction_type: str = "epsilon", seed: int = 0,
+    source: str = "built from config",
+) -> DiffusionComponents:
+    """Random-init parts from config dicts, with the real CLIP tokenizer; deterministic for a seed."""
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer()
+    text_config = CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=77, **text_encoder)
+    return DiffusionComponents(
+        tokenizer=tokenizer,
+        text_encoder=CLIPTextModel(text_config),
+        vae=AutoencoderKL(**vae),
+        unet=UNet2DConditionModel(**unet),
+        noise_scheduler=_sd_noise_scheduler(prediction_type),
+        source=source,
+    )
+
+
+def save_pipeline_dir(components: DiffusionComponents, path: str | Path) -> Path:
+    """Write the parts as a diffusers pipeline directory (what `load_pretrained` and SD checkpoints share)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=components.inference_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    return Path(path)

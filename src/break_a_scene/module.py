@@ -1,0 +1,173 @@
+"""The LightningModule: one Break-A-Scene training step, and the optimizer of the current phase.
+
+Phase 1 trains only the new token rows (5e-4); phase 2 trains the UNet and the whole text encoder (2e-6)
+with a fresh optimizer. `callbacks.PhaseSwitch` moves from one to the other.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from break_a_scene.attention import AttentionCapture, loss_layer_names, released_capture_layers
+from break_a_scene.losses import (
+    cross_attention_loss,
+    masked_diffusion_loss,
+    prior_preservation_loss,
+    resize_masks,
+)
+from break_a_scene.models import DiffusionComponents
+from break_a_scene.tokens import FrozenRows, PlaceholderTokens
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+def token_positions(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Index of each token id in its prompt: input_ids (B, T), token_ids (B, K) -> (B, K); -1 where absent."""
+    hits = input_ids.unsqueeze(1) == token_ids.unsqueeze(2)  # (B, K, T)
+    return torch.where(hits.any(dim=2), hits.float().argmax(dim=2), torch.full_like(token_ids, -1))
+
+
+class BreakASceneModule(L.LightningModule):
+    def __init__(
+        self,
+        components: DiffusionComponents,
+        tokens: PlaceholderTokens,
+        resolution: int,
+        optimizer: OptimizerFactory = partial(torch.optim.AdamW, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
+        phase1_steps: int = 400,
+        phase2_steps: int = 400,
+        phase1_lr: float = 5e-4,
+        phase2_lr: float = 2e-6,
+        masked_loss: bool = True,
+        mask_normalization: Literal["none", "area"] = "none",
+        lambda_attention: float = 0.01,
+        lambda_prior: float = 1.0,
+        attention_resolution_divisor: int = 4,
+        attention_capture: Literal["loss_layers", "released"] = "loss_layers",
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["components", "tokens", "optimizer"])
+        self.tokenizer = components.tokenizer
+        self.noise_scheduler = components.noise_scheduler
+        self.text_encoder = components.text_encoder
+        self.vae = components.vae
+        self.unet = components.unet
+        self.components = components
+        self.tokens = tokens
+        self.optimizer_factory = optimizer
+        self.phase = 1 if phase1_steps > 0 else 2
+        self.frozen_rows: FrozenRows | None = None
+        self.vae.requires_grad_(False)
+        latent_size = components.latent_size(resolution)
+        self.attention_resolution = latent_size // attention_resolution_divisor
+        self.capture: AttentionCapture | None = None
+        if lambda_attention > 0:
+            layers = loss_layer_names(self.unet, latent_size, self.attention_resolution)
+            keep = replace = None
+            if attention_capture == "released":
+                keep = released_capture_layers(self.unet, latent_size)
+                replace = list(self.unet.attn_processors)
+            self.capture = AttentionCapture(self.unet, layers, keep=keep, replace=replace)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            self.text_encoder.gradient_checkpointing_enable()
+
+    @property
+    def total_steps(self) -> int:
+        return self.hparams.phase1_steps + self.hparams.phase2_steps
+
+    # ---- phases -------------------------------------------------------------------------------------
+    def enter_phase_2(self) -> None:
+        self.phase = 2
+
+    def _set_trainable(self) -> None:
+        embedding = self.text_encoder.get_input_embeddings()
+        self.unet.requires_grad_(self.phase == 2)
+        self.text_encoder.requires_grad_(self.phase == 2)
+        embedding.weight.requires_grad_(True)
+        self.frozen_rows = FrozenRows(embedding, self.tokens.ids) if self.phase == 1 else None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        self._set_trainable()
+        if self.phase == 1:
+            return self.optimizer_factory([self.text_encoder.get_input_embeddings().weight], lr=self.hparams.phase1_lr)
+        params = [*self.unet.parameters(), *self.text_encoder.parameters()]
+        return self.optimizer_factory(params, lr=self.hparams.phase2_lr)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["break_a_scene_phase"] = self.phase
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.phase = checkpoint.get("break_a_scene_phase", self.phase)
+
+    # ---- hooks --------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.capture is not None:
+            self.capture.install()
+
+    def on_fit_end(self) -> None:
+        if self.capture is not None:
+            self.capture.remove()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.frozen_rows is not None:
+            self.frozen_rows.restore()
+
+    # ---- the step -----------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pixels, input_ids = batch["pixel_values"], batch["input_ids"]
+        instances = pixels.shape[0]
+        with_prior = "class_pixel_values" in batch
+        if with_prior:  # instance rows first, class rows after: the attention store keeps the first half
+            pixels = torch.cat([pixels, batch["class_pixel_values"]])
+            input_ids = torch.cat([input_ids, batch["class_input_ids"]])
+
+        with torch.no_grad():
+            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample() * self.components.latent_scale
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
+        )
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.components.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+
+        if self.capture is not None:
+            self.capture.store.rows = slice(0, instances)
+        text = self.text_encoder(input_ids)[0]
+        pred = self.unet(noisy, timesteps, text).sample
+
+        pred_inst, target_inst = pred[:instances], target[:instances]
+        if self.hparams.masked_loss:
+            mask = resize_masks(batch["union_mask"], latents.shape[-1])  # (B, 1, h, w)
+            loss_rec = masked_diffusion_loss(pred_inst, target_inst, mask, self.hparams.mask_normalization)
+        else:
+            loss_rec = F.mse_loss(pred_inst.float(), target_inst.float())
+        loss = loss_rec
+        logs = {"loss_masked": loss_rec}
+        if with_prior:
+            loss_prior = prior_preservation_loss(pred[instances:], target[instances:])
+            loss = loss + self.hparams.lambda_prior * loss_prior
+            logs["loss_prior"] = loss_prior
+        if self.capture is not None:
+            positions = token_positions(batch["input_ids"], batch["token_ids"])
+            maps = self.capture.token_maps(positions)  # (B, K, r, r)
+            targets = resize_masks(batch["masks"], self.attention_resolution)
+            loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])
+            loss = loss + self.hparams.lambda_attention * loss_attn
+            logs["loss_attention"] = loss_attn
+            self.capture.store.clear()
+        logs["loss"] = loss
+        logs["phase"] = float(self.phase)
+        logs["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else 0.0
+        self.log_dict(logs, batch_size=instances)
+        self.log("loss", loss, prog_bar=True, batch_size=instances)
+        return loss

@@ -1,0 +1,110 @@
+"""Sampling from a Stable-Diffusion-style pipeline, optionally with per-token cross-attention maps averaged
+over the denoising steps (the same layers the attention loss trains)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+from tqdm.auto import tqdm
+
+from break_a_scene.attention import AttentionCapture, loss_layer_names
+from break_a_scene.data import tokenize
+from break_a_scene.models import DiffusionComponents
+from break_a_scene.module import token_positions
+
+
+@dataclass
+class Sample:
+    prompt: str
+    seed: int
+    image: "PIL.Image.Image"  # noqa: F821
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # token -> (r, r), max-normalised
+
+
+def pipeline_from_components(components: DiffusionComponents) -> StableDiffusionPipeline:
+    pipe = StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=components.inference_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample_images(
+    pipe: StableDiffusionPipeline,
+    prompts: list[str],
+    seeds: list[int],
+    resolution: int,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int = 4,
+    attention_tokens: list[str] | None = None,
+    attention_resolution_divisor: int = 4,
+    progress: bool = True,
+):
+    """Yield one `Sample` per (prompt, seed) pair, in order, in batches of `batch_size`.
+
+    Each image has its own generator seeded with its seed, so an image does not depend on the batch it
+    was drawn in. With `attention_tokens`, each sample carries the maps of the tokens its prompt contains.
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError("one seed per prompt")
+    device = pipe.device
+    capture = None
+    if attention_tokens:
+        latent = resolution // pipe.vae_scale_factor
+        layers = loss_layer_names(pipe.unet, latent, latent // attention_resolution_divisor)
+        capture = AttentionCapture(pipe.unet, layers).install()
+        ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(attention_tokens))
+    try:
+        bar = tqdm(total=len(prompts), desc="sampling", unit="img", disable=not progress)
+        for start in range(0, len(prompts), batch_size):
+            batch_prompts, batch_seeds = prompts[start : start + batch_size], seeds[start : start + batch_size]
+            generators = [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds]
+            kwargs = {}
+            totals: list[torch.Tensor] = []
+            if capture is not None:
+                input_ids = tokenize(pipe.tokenizer, batch_prompts)
+                positions = token_positions(input_ids, ids.expand(len(batch_prompts), -1)).to(device)
+                rows = len(batch_prompts)
+                capture.store.rows = slice(rows, None) if guidance_scale > 1 else slice(None)
+
+                def accumulate(_pipe, _step, _t, callback_kwargs):
+                    totals.append(capture.token_maps(positions).float().cpu())
+                    capture.store.clear()
+                    return callback_kwargs
+
+                kwargs["callback_on_step_end"] = accumulate
+            with torch.no_grad():
+                images = pipe(
+                    batch_prompts,
+                    height=resolution,
+                    width=resolution,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,
+                    generator=generators,
+                    **kwargs,
+                ).images
+            mean_maps = torch.stack(totals).mean(dim=0) if totals else None  # (B, K, r, r)
+            for row, (prompt, seed, image) in enumerate(zip(batch_prompts, batch_seeds, images)):
+                maps = {}
+                if mean_maps is not None:
+                    for k, token in enumerate(attention_tokens):
+                        if positions[row, k] >= 0:
+                            grid = mean_maps[row, k]
+                            maps[token] = (grid / grid.max().clamp(min=1e-12)).numpy()
+                yield Sample(prompt, seed, image, maps)
+                bar.update(1)
+        bar.close()
+    finally:
+        if capture is not None:
+            capture.remove()

@@ -1,0 +1,166 @@
+"""Input scenes: one image and N masks, loaded, checked and brought to the model's resolution.
+
+Two ways in: the released code's folder layout (`img.jpg` + `mask0.png`, `mask1.png`, ..., with an optional
+`classes.txt`, one class name per mask) or an explicit image path and list of mask paths. Masks may be soft
+(any grey level), RGBA (the alpha channel is the mask), L, 1-bit or RGB (converted to grey).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from break_a_scene.errors import UserInputError
+
+IMAGE_NAMES = ("img.jpg", "img.jpeg", "img.png")
+CLASSES_FILE = "classes.txt"
+_MASK_FILE = re.compile(r"^mask(\d+)\.png$")
+_ON = 0.5  # a mask pixel counts as inside when above this
+
+
+@dataclass
+class Scene:
+    """An input image (RGB) and its masks (float32 in [0, 1], each the image's size), checked."""
+
+    image: Image.Image
+    masks: list[np.ndarray]
+    mask_paths: list[str]
+    class_names: list[str] | None
+    source: str
+
+    @property
+    def num_concepts(self) -> int:
+        return len(self.masks)
+
+
+@dataclass
+class SceneTensors:
+    """A scene at the model resolution: image (3, R, R) in [-1, 1], masks (N, R, R) in [0, 1]."""
+
+    image: torch.Tensor
+    masks: torch.Tensor
+
+
+def _open_image(path: Path, what: str) -> Image.Image:
+    if not path.is_file():
+        raise UserInputError(f"{what} '{path}' does not exist. Check data.scene.* in your config.")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserInputError(f"{what} '{path}' is not a readable image ({err}).") from None
+    return image
+
+
+def _mask_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("RGBA", "LA", "PA"):
+        image = image.getchannel("A")
+    elif image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
+    if not folder.is_dir():
+        raise UserInputError(f"scene folder '{folder}' does not exist. Set data.scene.folder to a folder with "
+                             f"img.jpg and mask0.png, mask1.png, ...")
+    image = next((folder / name for name in IMAGE_NAMES if (folder / name).is_file()), None)
+    if image is None:
+        raise UserInputError(f"scene folder '{folder}' has no image: add one of {', '.join(IMAGE_NAMES)}.")
+    numbered = sorted(
+        (int(m.group(1)), folder / name) for name in (p.name for p in folder.iterdir()) if (m := _MASK_FILE.match(name))
+    )
+    if not numbered:
+        raise UserInputError(f"scene folder '{folder}' has no masks: add mask0.png, mask1.png, ... (white = concept).")
+    expected = list(range(len(numbered)))
+    if [i for i, _ in numbered] != expected:
+        raise UserInputError(
+            f"scene folder '{folder}' has masks numbered {[i for i, _ in numbered]}; number them 0..{len(numbered) - 1} "
+            f"without gaps."
+        )
+    classes_file = folder / CLASSES_FILE
+    classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()] if classes_file.is_file() else None
+    return image, [path for _, path in numbered], classes
+
+
+def load_scene(
+    folder: str | None = None,
+    image: str | None = None,
+    masks: list[str] | None = None,
+    class_names: list[str] | None = None,
+) -> Scene:
+    """Load and check a scene from a folder, or from an image path and mask paths."""
+    if (folder is None) == (image is None):
+        raise UserInputError("give either data.scene.folder, or data.scene.image with data.scene.masks, not both.")
+    if folder is not None:
+        image_path, mask_paths, folder_classes = _folder_files(Path(folder))
+        class_names = class_names if class_names is not None else folder_classes
+        source = str(Path(folder))
+    else:
+        if not masks:
+            raise UserInputError("data.scene.image is set but data.scene.masks is empty: list one mask per concept.")
+        image_path, mask_paths, source = Path(image), [Path(m) for m in masks], str(Path(image))
+    picture = _open_image(image_path, "image").convert("RGB")
+    arrays = []
+    for path in mask_paths:
+        mask = _mask_array(_open_image(path, "mask"))
+        if mask.shape != (picture.height, picture.width):
+            raise UserInputError(
+                f"mask '{path}' is {mask.shape[1]}x{mask.shape[0]} but image '{image_path}' is "
+                f"{picture.width}x{picture.height}; masks must have the image's size. Resize the mask."
+            )
+        _check_coverage(mask, f"mask '{path}'")
+        arrays.append(mask)
+    if class_names is not None and len(class_names) != len(arrays):
+        raise UserInputError(
+            f"{len(class_names)} class names for {len(arrays)} masks in '{source}'; give one per mask "
+            f"(data.scene.class_names or {CLASSES_FILE})."
+        )
+    return Scene(picture, arrays, [str(p) for p in mask_paths], list(class_names) if class_names else None, source)
+
+
+def _check_coverage(mask: np.ndarray, what: str, after: str = "") -> None:
+    inside = mask > _ON
+    if not inside.any():
+        raise UserInputError(f"{what} is empty{after}: no pixel is above {_ON}. Draw the concept in white.")
+    if inside.all():
+        raise UserInputError(
+            f"{what} covers the whole image{after}; a concept mask must leave some background. Use "
+            f"data.background_token=true for a background concept instead."
+        )
+
+
+def square_resize(image: Image.Image, resolution: int, resample: Image.Resampling) -> Image.Image:
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((resolution, resolution), resample)
+
+
+def image_to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
+    """Center-crop, resize and scale an image to (3, R, R) in [-1, 1]."""
+    picture = np.asarray(square_resize(image.convert("RGB"), resolution, Image.Resampling.BICUBIC), dtype=np.float32)
+    return torch.from_numpy(picture / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
+def prepare_scene(scene: Scene, resolution: int, background: bool = False) -> SceneTensors:
+    """Center-crop image and masks together to a square and resize to `resolution`.
+
+    With `background`, one more mask is added: the complement of the union of the others (the paper's
+    background token; the released code has none).
+    """
+    image = image_to_tensor(scene.image, resolution)
+    masks = []
+    for path, mask in zip(scene.mask_paths, scene.masks):
+        small = square_resize(Image.fromarray(mask, mode="F"), resolution, Image.Resampling.BILINEAR)
+        array = np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
+        _check_coverage(array, f"mask '{path}'", after=f" after center-cropping and resizing to {resolution}px")
+        masks.append(torch.from_numpy(array))
+    stacked = torch.stack(masks)
+    if background:
+        stacked = torch.cat([stacked, 1.0 - stacked.amax(dim=0, keepdim=True)])
+    return SceneTensors(image=image, masks=stacked)

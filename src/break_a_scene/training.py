@@ -1,0 +1,148 @@
+"""From a composed config to a finished run: every input is checked before any work, then Lightning fits.
+
+The order matters for users: cheap checks of the settings and the scene come first, the model is loaded
+next (a missing download is reported before anything is written), and only then are class images made,
+loggers opened and training started.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from break_a_scene.data import UnionSamplingDataModule
+from break_a_scene.errors import UserInputError
+from break_a_scene.models import DiffusionComponents
+from break_a_scene.module import BreakASceneModule
+from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
+from break_a_scene.scene import Scene, prepare_scene
+from break_a_scene.tokens import add_placeholder_tokens, check_new_tokens, default_token_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckedInputs:
+    scene: Scene
+    components: DiffusionComponents
+    token_names: list[str]
+    initializer_words: list[str] | None
+
+
+def check_steps(method: DictConfig) -> None:
+    for key in ("phase1_steps", "phase2_steps"):
+        if method[key] < 0:
+            raise UserInputError(f"method.{key}={method[key]} is negative; use 0 or more steps.")
+    if method.phase1_steps + method.phase2_steps == 0:
+        raise UserInputError(
+            "method.phase1_steps and method.phase2_steps are both 0, so there is nothing to train. "
+            "The method's defaults are 400 and 400."
+        )
+
+
+def _token_names(cfg: DictConfig, num_masks: int) -> list[str]:
+    concepts = num_masks + (1 if cfg.data.background_token else 0)
+    names = list(cfg.data.tokens) if cfg.data.tokens else default_token_names(concepts)
+    if len(names) != concepts:
+        extra = " (the last one for the background token)" if cfg.data.background_token else ""
+        raise UserInputError(f"data.tokens has {len(names)} names for {concepts} concepts{extra}; give one per concept.")
+    return names
+
+
+def _initializer_words(cfg: DictConfig, num_masks: int) -> list[str] | None:
+    words = list(cfg.data.initializer_words) if cfg.data.initializer_words else None
+    if words is None:
+        return None
+    if len(words) != num_masks:
+        raise UserInputError(
+            f"data.initializer_words has {len(words)} words for {num_masks} masks; give exactly one word per mask, "
+            f"in mask order, or none (then the released code's rare-token rows are used)."
+        )
+    return words + (["background"] if cfg.data.background_token else [])
+
+
+def check_inputs(cfg: DictConfig) -> CheckedInputs:
+    """Everything that can be wrong with the settings or the inputs, reported before any work is done."""
+    check_steps(cfg.method)
+    scene = instantiate(cfg.data.scene)
+    names = _token_names(cfg, scene.num_concepts)
+    words = _initializer_words(cfg, scene.num_concepts)
+    components = instantiate(cfg.model.components)
+    components.check_resolution(cfg.data.resolution)
+    check_new_tokens(components.tokenizer, names)
+    return CheckedInputs(scene, components, names, words)
+
+
+def _class_images(cfg: DictConfig, components: DiffusionComponents):
+    prior = cfg.data.prior_preservation
+    if not prior.enabled:
+        return None
+    folder = prior.class_data_dir or default_class_dir(
+        cfg.paths.cache_dir, components.source, prior.class_prompt, cfg.data.resolution
+    )
+    if prior.generate_missing:
+        paths = ensure_class_images(
+            components, folder, prior.num_class_images, prior.class_prompt, cfg.data.resolution,
+            prior.num_inference_steps, prior.guidance_scale, prior.sample_batch_size, cfg.seed,
+        )
+    else:
+        paths = list_class_images(folder)
+        if len(paths) < prior.num_class_images:
+            raise UserInputError(
+                f"data.prior_preservation.class_data_dir '{folder}' holds {len(paths)} images but "
+                f"num_class_images={prior.num_class_images}; add images or set generate_missing=true."
+            )
+        paths = paths[: prior.num_class_images]
+    return load_class_images(paths, cfg.data.resolution)
+
+
+def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSamplingDataModule]:
+    """Check the inputs, then build the module, datamodule and trainer of one training run."""
+    inputs = check_inputs(cfg)
+    scene_tensors = prepare_scene(inputs.scene, cfg.data.resolution, background=cfg.data.background_token)
+    L.seed_everything(cfg.seed, workers=True)
+    class_images = _class_images(cfg, inputs.components)
+    tokens = add_placeholder_tokens(
+        inputs.components.tokenizer, inputs.components.text_encoder, inputs.token_names, inputs.initializer_words
+    )
+    try:
+        module: BreakASceneModule = instantiate(cfg.method)(
+            components=inputs.components, tokens=tokens, resolution=cfg.data.resolution,
+            optimizer=instantiate(cfg.optimizer),
+        )
+    except ValueError as err:  # e.g. no cross-attention layer at the requested resolution
+        raise UserInputError(str(err)) from None
+    class_names = inputs.scene.class_names
+    if class_names is not None and cfg.data.background_token:
+        class_names = [*class_names, "background"]
+    module.run_info = {
+        "class_names": class_names,
+        "scene": inputs.scene.source,
+        "model": inputs.components.source,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    datamodule: UnionSamplingDataModule = instantiate(cfg.data.loader)(
+        scene=scene_tensors, tokenizer=inputs.components.tokenizer, token_names=tokens.names,
+        token_ids=tokens.ids, total_steps=module.total_steps, seed=cfg.seed,
+        class_images=class_images, class_prompt=cfg.data.prior_preservation.class_prompt,
+    )
+    trainer = build_trainer(cfg, max_steps=module.total_steps)
+    return trainer, module, datamodule
+
+
+def build_trainer(cfg: DictConfig, max_steps: int) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return instantiate(cfg.trainer, max_steps=max_steps, callbacks=callbacks, logger=loggers or False)
+
+
+def train(cfg: DictConfig) -> BreakASceneModule:
+    trainer, module, datamodule = build_run(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return module
