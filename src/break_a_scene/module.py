@@ -165,7 +165,6 @@ class BreakASceneModule(L.LightningModule):
             loss = loss + self.hparams.lambda_attention * loss_attn
             logs["loss_attention"] = loss_attn
             self.capture.store.clear()
-        logs["loss"] = loss
         logs["phase"] = float(self.phase)
         logs["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else 0.0
         self.log_dict(logs, batch_size=instances)

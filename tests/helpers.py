@@ -1,0 +1,37 @@
+"""Composing the real Hydra configs in-process, as the entry points do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from break_a_scene.config import config_dir, register_resolvers
+
+# a fast tiny run: few steps, no progress bar, no logger, prior preservation off
+FAST = [
+    "model=tiny",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=none",
+    "data.prior_preservation.enabled=false",
+    "method.phase1_steps=3",
+    "method.phase2_steps=3",
+]
+
+
+def compose_config(name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+        del cfg.hydra
+    return cfg

@@ -1,0 +1,126 @@
+"""The training run built from the real configs, fitted by the real Lightning Trainer on the tiny model."""
+
+import lightning as L
+import pytest
+import torch
+
+from break_a_scene.training import build_run
+from tests.helpers import FAST, compose_config
+
+
+def fit(cfg):
+    trainer, module, datamodule = build_run(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, module
+
+
+def test_phase1_changes_only_the_new_rows(tmp_path, scene_dir):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "method.phase2_steps=0"], tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    before = module.text_encoder.get_input_embeddings().weight.detach().clone()
+    unet_before = [p.detach().clone() for p in module.unet.parameters()]
+    trainer.fit(module, datamodule=datamodule)
+    after = module.text_encoder.get_input_embeddings().weight.detach()
+    new = module.tokens.ids
+    assert new == [49408, 49409]
+    others = torch.ones(after.shape[0], dtype=torch.bool)
+    others[new] = False
+    assert torch.equal(after[others], before[others])  # bit-identical, weight decay included
+    assert not torch.equal(after[new], before[new])
+    assert all(torch.equal(a, b) for a, b in zip(unet_before, module.unet.parameters()))
+
+
+class RecordOptimizer(L.Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        opt = trainer.optimizers[0]
+        first = opt.param_groups[0]["params"][0]
+        self.rows.append({
+            "optimizer": id(opt),
+            "lr": opt.param_groups[0]["lr"],
+            "params": sum(len(g["params"]) for g in opt.param_groups),
+            "adam_step": float(opt.state[first]["step"]),
+            "betas": opt.param_groups[0]["betas"],
+            "weight_decay": opt.param_groups[0]["weight_decay"],
+            "unet_trainable": all(p.requires_grad for p in module.unet.parameters()),
+            "phase": module.phase,
+        })
+
+
+@pytest.mark.parametrize("preset,betas,decay", [("adamw_code", (0.9, 0.999), 1e-2), ("adamw_paper", (0.9, 0.99), 1e-8)])
+def test_phase_switch_starts_a_fresh_optimizer(tmp_path, scene_dir, preset, betas, decay):
+    cfg = compose_config(
+        "train", [*FAST, f"data.scene.folder={scene_dir}", f"optimizer={preset}",
+                  "method.phase1_steps=2", "method.phase2_steps=2"], tmp_path,
+    )
+    trainer, module, datamodule = build_run(cfg)
+    recorder = RecordOptimizer()
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=datamodule)
+    rows = recorder.rows
+    assert [r["phase"] for r in rows] == [1, 1, 2, 2]
+    assert [r["lr"] for r in rows] == [5e-4, 5e-4, 2e-6, 2e-6]
+    assert rows[0]["optimizer"] == rows[1]["optimizer"] != rows[2]["optimizer"] == rows[3]["optimizer"]
+    assert [r["adam_step"] for r in rows] == [1.0, 2.0, 1.0, 2.0]  # state reset at the switch
+    assert rows[0]["params"] == 1  # the embedding matrix alone
+    n_params = len(list(module.unet.parameters())) + len(list(module.text_encoder.parameters()))
+    assert rows[2]["params"] == n_params
+    assert [r["unet_trainable"] for r in rows] == [False, False, True, True]
+    assert all(tuple(r["betas"]) == betas and r["weight_decay"] == decay for r in rows)
+    assert trainer.global_step == 4
+
+
+def test_no_phase1_starts_in_phase2(tmp_path, scene_dir):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "method.phase1_steps=0"], tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    recorder = RecordOptimizer()
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=datamodule)
+    assert [r["phase"] for r in recorder.rows] == [2, 2, 2]
+    assert [r["lr"] for r in recorder.rows] == [2e-6] * 3
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["data.loader.batch_size=2"],
+        ["data.prior_preservation.enabled=true", "data.prior_preservation.num_class_images=2",
+         "data.prior_preservation.num_inference_steps=2"],
+        ["data.background_token=true"],
+        ["method.attention_capture=released"],
+        ["method.gradient_checkpointing=true", "method.mask_normalization=area"],
+        ["method.masked_loss=false", "method.lambda_attention=0"],
+    ],
+    ids=["batch2", "prior", "background", "released_capture", "checkpointing_area", "no_masked_no_attn"],
+)
+def test_variants_train_with_finite_losses(tmp_path, scene_dir, extra):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", *extra], tmp_path)
+    trainer, module = fit(cfg)
+    metrics = trainer.callback_metrics
+    assert trainer.global_step == 6
+    assert torch.isfinite(metrics["loss"])
+    assert ("loss_prior" in metrics) == ("data.prior_preservation.enabled=true" in extra)
+    assert ("loss_attention" in metrics) == ("method.lambda_attention=0" not in extra)
+    if "data.background_token=true" in extra:
+        assert module.tokens.names == ["<asset0>", "<asset1>", "<asset2>"]
+        assert module.run_info["class_names"] == ["red box", "blue box", "background"]
+    if "data.prior_preservation.enabled=true" in extra:
+        assert len(list((tmp_path / ".cache" / "break_a_scene" / "class_images").glob("*/*.png"))) == 2
+
+
+def test_v_prediction_model_trains_on_velocity(tmp_path, scene_dir):
+    from break_a_scene.models import save_pipeline_dir
+    from tests.conftest import tiny_components
+
+    save_pipeline_dir(tiny_components(prediction_type="v_prediction"), tmp_path / "vpred")
+    cfg = compose_config(
+        "train", [*FAST, f"data.scene.folder={scene_dir}", "model=sd21",
+                  f"model.components.pretrained_model_name_or_path={tmp_path / 'vpred'}", "model.resolution=96"],
+        tmp_path,
+    )
+    trainer, module = fit(cfg)
+    assert module.components.prediction_type == "v_prediction"
+    assert module.attention_resolution == 12  # 96 px / 2 (VAE) / 4, derived, not hard-coded
+    assert torch.isfinite(trainer.callback_metrics["loss"])

@@ -1,0 +1,115 @@
+from collections import Counter
+
+import pytest
+import torch
+
+from break_a_scene.clip_tokenizer import build_clip_tokenizer
+from break_a_scene.data import UnionSamplingDataset, collate_union_samples
+from break_a_scene.scene import SceneTensors
+
+NAMES = ["<asset0>", "<asset1>", "<asset2>"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = build_clip_tokenizer()
+    tok.add_tokens(NAMES)
+    return tok
+
+
+def asymmetric_scene(side=8):
+    image = torch.linspace(-1, 1, side).expand(3, side, side).clone()  # brightness rises left -> right
+    masks = torch.zeros(3, side, side)
+    masks[0, :, :2] = 1  # left strip
+    masks[1, :2, :] = 1  # top strip
+    masks[2, -2:, -3:] = 1  # bottom-right block
+    return SceneTensors(image=image, masks=masks)
+
+
+def dataset(tokenizer, length=3000, **kwargs):
+    return UnionSamplingDataset(asymmetric_scene(), tokenizer, NAMES, [49408, 49409, 49410], length, seed=1, **kwargs)
+
+
+def test_union_sampling_statistics(tokenizer):
+    data = dataset(tokenizer)
+    ks, subsets, orders, flips = Counter(), Counter(), Counter(), 0
+    for i in range(len(data)):
+        item = data[i]
+        chosen = tuple(int(t) - 49408 for t in item["token_ids"])
+        ks[len(chosen)] += 1
+        subsets[frozenset(chosen)] += 1
+        orders[chosen] += 1
+        flips += bool(item["pixel_values"][0, 0, 0] > 0)
+    n = len(data)
+    for k in (1, 2, 3):  # k ~ U{1..3}: 1000 each; 4 sigma ~ 100
+        assert abs(ks[k] - n / 3) < 100, ks
+    for single in range(3):  # given k=1, each concept 1/3 -> ~333
+        assert abs(subsets[frozenset([single])] - n / 9) < 80
+    # given k=3, the 6 orders are equally likely -> ~167 each
+    full = [count for order, count in orders.items() if len(order) == 3]
+    assert len(full) == 6 and max(full) - min(full) < 90
+    assert abs(flips - n / 2) < 110
+
+
+def test_prompt_and_masks_follow_the_same_order(tokenizer):
+    data = dataset(tokenizer, flip_p=0.0)
+    scene = asymmetric_scene()
+    seen_multi = False
+    for i in range(50):
+        item = data[i]
+        order = [int(t) - 49408 for t in item["token_ids"]]
+        assert item["prompt"] == "a photo of " + " and ".join(NAMES[j] for j in order)
+        assert torch.equal(item["masks"], scene.masks[order])
+        ids = tokenizer(item["prompt"], padding="max_length", max_length=77).input_ids
+        assert item["input_ids"].tolist() == ids
+        seen_multi |= len(order) > 1
+    assert seen_multi
+
+
+def test_flip_keeps_image_and_masks_aligned(tokenizer):
+    data = dataset(tokenizer, length=40, flip_p=1.0)
+    scene = asymmetric_scene()
+    item = data[0]
+    order = [int(t) - 49408 for t in item["token_ids"]]
+    assert torch.equal(item["pixel_values"], scene.image.flip(-1))
+    assert torch.equal(item["masks"], scene.masks[order].flip(-1))
+    if 0 in order:  # the left strip is now on the right
+        assert item["masks"][order.index(0), :, -2:].min() == 1
+
+
+def test_without_union_sampling_one_concept(tokenizer):
+    data = dataset(tokenizer, length=200, union_sampling=False)
+    assert {len(data[i]["token_ids"]) for i in range(200)} == {1}
+
+
+def test_same_index_same_draw(tokenizer):
+    a, b = dataset(tokenizer), dataset(tokenizer)
+    assert a[17]["prompt"] == b[17]["prompt"]
+
+
+def test_batch_of_two_with_different_k(tokenizer):
+    data = dataset(tokenizer)
+    items, i = [], 0
+    while len({len(it["token_ids"]) for it in items}) < 2 or len(items) < 2:
+        items = [data[i], data[i + 1]]
+        i += 2
+    batch = collate_union_samples(items)
+    width = max(len(it["token_ids"]) for it in items)
+    assert batch["masks"].shape == (2, width, 8, 8)
+    assert batch["token_ids"].shape == (2, width)
+    for row, item in enumerate(items):
+        k = len(item["token_ids"])
+        assert batch["token_valid"][row].tolist() == [True] * k + [False] * (width - k)
+        assert (batch["token_ids"][row, k:] == -1).all()
+        assert torch.equal(batch["union_mask"][row, 0], item["masks"].amax(dim=0))
+    assert batch["input_ids"].shape == (2, 77)
+
+
+def test_class_images_travel_with_samples(tokenizer):
+    classes = torch.stack([torch.full((3, 8, 8), float(v)) for v in (0.1, 0.2)])
+    data = UnionSamplingDataset(
+        asymmetric_scene(), tokenizer, NAMES, [49408, 49409, 49410], 4, class_images=classes,
+        class_prompt="a photo at the beach",
+    )
+    assert [round(float(data[i]["class_pixel_values"][0, 0, 0]), 1) for i in range(4)] == [0.1, 0.2, 0.1, 0.2]
+    assert data[0]["class_input_ids"][:7].tolist() == [49406, 320, 1125, 536, 518, 2117, 49407]

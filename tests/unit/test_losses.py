@@ -1,0 +1,58 @@
+import torch
+
+from break_a_scene.losses import cross_attention_loss, masked_diffusion_loss, prior_preservation_loss, resize_masks
+
+
+def test_masked_loss_released_normalisation_divides_by_all_elements():
+    pred = torch.zeros(1, 2, 2, 2)
+    target = torch.zeros(1, 2, 2, 2)
+    pred[0, :, 0, 0] = 2.0  # error 2 in both channels at the one masked pixel
+    pred[0, :, 1, 1] = 5.0  # error outside the mask is ignored
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    # ((2*1)^2 * 2 channels) / (1*2*2*2 elements) = 8 / 8
+    assert masked_diffusion_loss(pred, target, mask, "none").item() == 1.0
+    # area: 8 / (2 channels * 1 masked pixel) = 4
+    assert masked_diffusion_loss(pred, target, mask, "area").item() == 4.0
+
+
+def test_masked_loss_with_full_mask_is_plain_mse():
+    pred, target = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    full = torch.ones(2, 1, 3, 3)
+    torch.testing.assert_close(masked_diffusion_loss(pred, target, full), torch.nn.functional.mse_loss(pred, target))
+
+
+def test_masked_loss_soft_mask_weights_the_error():
+    pred, target = torch.full((1, 1, 1, 2), 1.0), torch.zeros(1, 1, 1, 2)
+    mask = torch.tensor([[[[0.5, 1.0]]]])
+    # ((0.5)^2 + 1^2) / 2
+    assert masked_diffusion_loss(pred, target, mask).item() == 0.625
+
+
+def test_attention_loss_hand_computed():
+    attention = torch.tensor([[[[0.2, 0.4], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]]])  # (B=1, K=2, 2, 2)
+    masks = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]]])
+    valid = torch.tensor([[True, True]])
+    # token 0: /max -> [.5, 1, 0, 0], errors [.25, 0, 0, 0] -> mean 0.0625
+    # token 1: /max -> all ones, errors [0, 1, 1, 1] -> mean 0.75; sum over tokens = 0.8125
+    assert cross_attention_loss(attention, masks, valid).item() == 0.8125
+
+
+def test_attention_loss_ignores_padding_and_averages_over_batch():
+    attention = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 0.0]]]]).expand(2, 2, 1, 2).clone()
+    masks = torch.tensor([[0.0, 1.0]]).expand(2, 2, 1, 2).clone()  # every token: error 1 at both pixels
+    valid = torch.tensor([[True, False], [True, True]])
+    # sample 0: 1 token * 1.0; sample 1: 2 tokens * 1.0; mean over batch = 1.5
+    assert cross_attention_loss(attention, masks, valid).item() == 1.5
+
+
+def test_prior_loss_is_plain_mse():
+    assert prior_preservation_loss(torch.ones(1, 1, 2, 2) * 3, torch.ones(1, 1, 2, 2)).item() == 4.0
+
+
+def test_resize_masks_is_nearest():
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 0, 0] = 1.0  # nearest to 2x2 keeps source pixel (0,0), (0,2), (2,0), (2,2)
+    mask[0, 1, 1] = 1.0  # dropped by nearest sampling
+    out = resize_masks(mask, 2)
+    assert out.shape == (1, 2, 2)
+    assert out.tolist() == [[[1.0, 0.0], [0.0, 0.0]]]
