@@ -21,6 +21,8 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/bas-train experiment=demo
+	$(BIN)/bas-generate pipeline=outputs/demo/pipeline hydra.run.dir=outputs/demo/samples \
+		generation.num_inference_steps=25
 
 test: install
 	$(BIN)/python -m pytest -q

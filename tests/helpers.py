@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import lightning as L
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -17,6 +20,7 @@ FAST = [
     "trainer=cpu",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
     "logger=none",
     "data.prior_preservation.enabled=false",
     "method.phase1_steps=3",
@@ -35,3 +39,16 @@ def compose_config(name: str, overrides: list[str], tmp_path: Path) -> DictConfi
         cfg.paths.output_dir = str(tmp_path / "run")
         del cfg.hydra
     return cfg
+
+
+class UnetChecksum(L.Callback):
+    """Writes a hash of the UNet's weights per rank at the end of training (for the DDP test)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_end(self, trainer, module) -> None:
+        digest = hashlib.sha1()
+        for param in module.unet.parameters():
+            digest.update(param.detach().cpu().numpy().tobytes())
+        Path(f"{self.path}.rank{trainer.global_rank}").write_text(digest.hexdigest())

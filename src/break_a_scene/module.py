@@ -64,6 +64,9 @@ class BreakASceneModule(L.LightningModule):
         self.phase = 1 if phase1_steps > 0 else 2
         self.frozen_rows: FrozenRows | None = None
         self.vae.requires_grad_(False)
+        # Trainability must be right before Lightning wraps the model in DDP, which happens before
+        # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
+        self._set_trainable()
         latent_size = components.latent_size(resolution)
         self.attention_resolution = latent_size // attention_resolution_divisor
         self.capture: AttentionCapture | None = None
@@ -104,7 +107,10 @@ class BreakASceneModule(L.LightningModule):
         checkpoint["break_a_scene_phase"] = self.phase
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning calls this before it wraps the model in DDP, so the resumed phase's trainability is
+        # what DDP sees.
         self.phase = checkpoint.get("break_a_scene_phase", self.phase)
+        self._set_trainable()
 
     # ---- hooks --------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:

@@ -14,6 +14,15 @@ from omegaconf import DictConfig
 from break_a_scene.errors import UserInputError
 
 
+def _user_error(err: BaseException) -> UserInputError | None:
+    """The `UserInputError` behind an exception, also when Hydra's instantiate wrapped it."""
+    while err is not None:
+        if isinstance(err, UserInputError):
+            return err
+        err = err.__cause__
+    return None
+
+
 def friendly_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     """Turn `UserInputError` into one line on stderr and exit status 2, removing the run's output folder
     (Hydra creates it before the task runs; nothing has been written to it but Hydra's own files)."""
@@ -22,7 +31,10 @@ def friendly_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfi
     def wrapper(cfg: DictConfig):
         try:
             return task(cfg)
-        except UserInputError as err:
+        except Exception as raised:
+            err = _user_error(raised)
+            if err is None:
+                raise
             output_dir = Path(HydraConfig.get().runtime.output_dir)
             shutil.rmtree(output_dir, ignore_errors=True)
             print(f"error: {err}", file=sys.stderr)
