@@ -139,7 +139,11 @@ def build_trainer(cfg: DictConfig, max_steps: int) -> L.Trainer:
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, max_steps=max_steps, callbacks=callbacks, logger=loggers or False)
+    checkpointing = any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks)
+    return instantiate(
+        cfg.trainer, max_steps=max_steps, callbacks=callbacks, logger=loggers or False,
+        enable_checkpointing=checkpointing,
+    )
 
 
 def train(cfg: DictConfig) -> BreakASceneModule:

@@ -124,3 +124,22 @@ def test_v_prediction_model_trains_on_velocity(tmp_path, scene_dir):
     assert module.components.prediction_type == "v_prediction"
     assert module.attention_resolution == 12  # 96 px / 2 (VAE) / 4, derived, not hard-coded
     assert torch.isfinite(trainer.callback_metrics["loss"])
+
+
+def test_resume_from_a_phase2_checkpoint(tmp_path, scene_dir):
+    overrides = [*FAST, f"data.scene.folder={scene_dir}", "callbacks=checkpoint",
+                 "callbacks.checkpoint.every_n_train_steps=3", "method.phase1_steps=2", "method.phase2_steps=2"]
+    cfg = compose_config("train", overrides, tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 3 and saved["break_a_scene_phase"] == 2
+
+    cfg = compose_config("train", [*overrides, f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"],
+                         tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    recorder = RecordOptimizer()
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    # one step left, in phase 2, continuing the phase-2 optimizer's state (its second step)
+    assert [(r["phase"], r["lr"], r["adam_step"]) for r in recorder.rows] == [(2, 2e-6, 2.0)]
