@@ -22,6 +22,7 @@ FAST = [
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
     "logger=none",
+    "callbacks.samples=null",
     "data.prior_preservation.enabled=false",
     "method.phase1_steps=3",
     "method.phase2_steps=3",

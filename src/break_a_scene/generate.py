@@ -1,14 +1,13 @@
 """Images from a trained output: prompts with the learned tokens in, images and attention maps out.
 
 Each image `NNNN.png` is written beside `NNNN_attn_<token>.png` (the token's cross-attention averaged
-over the sampling steps, over the image) and `NNNN_attn.npz` (the raw maps), and `samples.jsonl` indexes
-them all.
+over the sampling steps, over the image) and `NNNN_attn.npz` (the raw maps); `samples.jsonl` indexes them
+all and `index.html` shows them as a sortable contact sheet (also a W&B table with `wandb_table`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,10 @@ from diffusers import DiffusionPipeline
 
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import read_manifest
-from break_a_scene.heatmap import heatmap_overlay
+from break_a_scene.figures import heatmap_overlay
+from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
+from break_a_scene.tokens import token_slug
 
 DEFAULT_TEMPLATE = "a photo of {} at the beach"
 
@@ -29,10 +30,6 @@ def default_prompts(tokens: list[str], template: str = DEFAULT_TEMPLATE) -> list
     if len(tokens) > 1:
         prompts.append(template.format(" and ".join(tokens)))
     return prompts
-
-
-def token_slug(token: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "", token) or "token"
 
 
 def resolve_device(device: str) -> str:
@@ -58,6 +55,7 @@ def generate(
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     save_attention: bool = True,
+    wandb_table: bool = False,
     device: str = "auto",
     dtype: str = "float32",
     progress: bool = True,
@@ -94,4 +92,16 @@ def generate(
                     record["attention"][token] = name
             index.write(json.dumps(record) + "\n")
             records.append(record)
+    write_contact_sheet(records, out / "index.html", title=f"{pipeline}")
+    if wandb_table:
+        _log_wandb_table(records, out, pipeline)
     return records
+
+
+def _log_wandb_table(records: list[dict], out: Path, pipeline: str) -> None:
+    """A W&B run (online, offline or disabled as WANDB_MODE says) holding the samples table."""
+    import wandb
+
+    run = wandb.init(project="break-a-scene", job_type="generate", dir=str(out), config={"pipeline": pipeline})
+    run.log({"samples": wandb_table(records, out)})
+    run.finish()

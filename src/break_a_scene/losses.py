@@ -40,6 +40,20 @@ def masked_diffusion_loss(
     raise ValueError(f"unknown mask normalization {normalization!r}; use 'none' or 'area'")
 
 
+def normalize_by_max(maps: torch.Tensor) -> torch.Tensor:
+    """Divide each (r, r) map of (..., r, r) by its maximum, as the released code does."""
+    peak = maps.flatten(-2).amax(dim=-1).clamp(min=torch.finfo(maps.dtype).tiny)
+    return maps / peak[..., None, None]
+
+
+def attention_iou(attention: torch.Tensor, target_masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """IoU between each max-normalised map above `threshold` and its mask above 0.5: (B, K, r, r) -> (B, K)."""
+    predicted = normalize_by_max(attention.float()) > threshold
+    truth = target_masks > 0.5
+    union = (predicted | truth).flatten(2).sum(dim=2)
+    return (predicted & truth).flatten(2).sum(dim=2) / union.clamp(min=1)
+
+
 def cross_attention_loss(
     attention: torch.Tensor, target_masks: torch.Tensor, valid: torch.Tensor
 ) -> torch.Tensor:
@@ -50,9 +64,7 @@ def cross_attention_loss(
     code), the per-token loss is the mean squared error over r*r, summed over a sample's tokens and
     averaged over the batch.
     """
-    attention = attention.float()
-    peak = attention.flatten(2).amax(dim=2).clamp(min=torch.finfo(attention.dtype).tiny)  # (B, K)
-    normalized = attention / peak[..., None, None]
+    normalized = normalize_by_max(attention.float())
     per_token = ((normalized - target_masks.float()) ** 2).mean(dim=(2, 3))  # (B, K)
     return (per_token * valid.float()).sum(dim=1).mean()
 

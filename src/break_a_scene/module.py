@@ -6,6 +6,7 @@ with a fresh optimizer. `callbacks.PhaseSwitch` moves from one to the other.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Literal
 
@@ -15,15 +16,27 @@ import torch.nn.functional as F
 
 from break_a_scene.attention import AttentionCapture, loss_layer_names, released_capture_layers
 from break_a_scene.losses import (
+    attention_iou,
     cross_attention_loss,
     masked_diffusion_loss,
     prior_preservation_loss,
     resize_masks,
 )
 from break_a_scene.models import DiffusionComponents
-from break_a_scene.tokens import FrozenRows, PlaceholderTokens
+from break_a_scene.tokens import FrozenRows, PlaceholderTokens, token_slug
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+@dataclass
+class AttentionSnapshot:
+    """The last training step's token maps, for the visual callbacks (detached, on the step's device)."""
+
+    maps: torch.Tensor  # (B, K, r, r), averaged over layers and heads
+    targets: torch.Tensor  # (B, K, r, r), masks at the loss resolution
+    token_ids: torch.Tensor  # (B, K), -1 where padded
+    pixel_values: torch.Tensor  # (B, 3, R, R) in [-1, 1], flipped as the step saw them
+    prompts: list[str]
 
 
 def token_positions(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
@@ -70,6 +83,7 @@ class BreakASceneModule(L.LightningModule):
         latent_size = components.latent_size(resolution)
         self.attention_resolution = latent_size // attention_resolution_divisor
         self.capture: AttentionCapture | None = None
+        self.last_attention: AttentionSnapshot | None = None
         if lambda_attention > 0:
             layers = loss_layer_names(self.unet, latent_size, self.attention_resolution)
             keep = replace = None
@@ -125,6 +139,15 @@ class BreakASceneModule(L.LightningModule):
         if self.frozen_rows is not None:
             self.frozen_rows.restore()
 
+    def _iou_per_token(self, maps: torch.Tensor, targets: torch.Tensor, token_ids: torch.Tensor) -> dict:
+        """Attention-to-mask IoU of each token sampled in this batch, averaged over its occurrences."""
+        iou = attention_iou(maps, targets)
+        return {
+            f"iou/{token_slug(name)}": iou[token_ids == token_id].mean()
+            for name, token_id in zip(self.tokens.names, self.tokens.ids)
+            if bool((token_ids == token_id).any())
+        }
+
     # ---- the step -----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         pixels, input_ids = batch["pixel_values"], batch["input_ids"]
@@ -158,7 +181,8 @@ class BreakASceneModule(L.LightningModule):
         else:
             loss_rec = F.mse_loss(pred_inst.float(), target_inst.float())
         loss = loss_rec
-        logs = {"loss_masked": loss_rec}
+        logs = {"loss_masked": loss_rec}  # shown in the progress bar
+        diagnostics = {}
         if with_prior:
             loss_prior = prior_preservation_loss(pred[instances:], target[instances:])
             loss = loss + self.hparams.lambda_prior * loss_prior
@@ -170,9 +194,14 @@ class BreakASceneModule(L.LightningModule):
             loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])
             loss = loss + self.hparams.lambda_attention * loss_attn
             logs["loss_attention"] = loss_attn
+            diagnostics.update(self._iou_per_token(maps.detach(), targets, batch["token_ids"]))
+            self.last_attention = AttentionSnapshot(
+                maps.detach(), targets, batch["token_ids"], batch["pixel_values"], batch["prompts"]
+            )
             self.capture.store.clear()
-        logs["phase"] = float(self.phase)
-        logs["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else 0.0
-        self.log_dict(logs, batch_size=instances)
-        self.log("loss", loss, prog_bar=True, batch_size=instances)
+        logs["loss"] = loss
+        diagnostics["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log_dict(logs, prog_bar=True, batch_size=instances)
+        self.log_dict(diagnostics, batch_size=instances)
+        self.log("phase", float(self.phase), prog_bar=True, batch_size=instances)
         return loss

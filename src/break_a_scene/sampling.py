@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from break_a_scene.attention import AttentionCapture, loss_layer_names
 from break_a_scene.data import tokenize
+from break_a_scene.losses import normalize_by_max
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.module import token_positions
 
@@ -98,10 +99,10 @@ def sample_images(
             for row, (prompt, seed, image) in enumerate(zip(batch_prompts, batch_seeds, images)):
                 maps = {}
                 if mean_maps is not None:
+                    normalized = normalize_by_max(mean_maps[row])
                     for k, token in enumerate(attention_tokens):
                         if positions[row, k] >= 0:
-                            grid = mean_maps[row, k]
-                            maps[token] = (grid / grid.max().clamp(min=1e-12)).numpy()
+                            maps[token] = normalized[k].numpy()
                 yield Sample(prompt, seed, image, maps)
                 bar.update(1)
         bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from break_a_scene.errors import UserInputError
 
 log = logging.getLogger(__name__)
+
+
+def token_slug(token: str) -> str:
+    """A token name usable in file names and metric keys: '<asset0>' -> 'asset0'."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "", token) or "token"
 
 
 def default_token_names(count: int, prefix: str = "asset") -> list[str]:

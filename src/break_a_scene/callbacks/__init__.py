@@ -2,5 +2,6 @@
 
 from break_a_scene.callbacks.export import ExportPipeline
 from break_a_scene.callbacks.phase_switch import PhaseSwitch
+from break_a_scene.callbacks.visuals import AttentionMapLogger, SampleLogger, SceneLogger
 
-__all__ = ["ExportPipeline", "PhaseSwitch"]
+__all__ = ["AttentionMapLogger", "ExportPipeline", "PhaseSwitch", "SampleLogger", "SceneLogger"]

@@ -32,3 +32,5 @@ class ExportPipeline(L.Callback):
         }
         path = export_pipeline(module.components, self.dirpath, manifest)
         log.info("exported the trained pipeline to %s", path)
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"exported_pipeline": str(path)})

@@ -1,0 +1,67 @@
+"""Pictures for people: attention heat maps over images, masks, labelled grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+
+MASK_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+                (240, 50, 230), (210, 245, 60)]
+
+
+def tensor_to_image(pixels: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [-1, 1] -> RGB image."""
+    array = ((pixels.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+def _upsample(grid: np.ndarray, size: tuple[int, int], resample=Image.Resampling.BICUBIC) -> np.ndarray:
+    small = Image.fromarray((np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8), mode="L")
+    return np.asarray(small.resize(size, resample), dtype=np.float32) / 255.0
+
+
+def colorize(grid: np.ndarray, size: int) -> Image.Image:
+    """An (r, r) map in [0, 1] as a 'jet' picture of side `size`, sharp pixels (nearest)."""
+    level = _upsample(grid, (size, size), Image.Resampling.NEAREST)
+    return Image.fromarray((colormaps["jet"](level)[..., :3] * 255).astype(np.uint8))
+
+
+def grey(grid: np.ndarray, size: int) -> Image.Image:
+    return Image.fromarray((_upsample(grid, (size, size), Image.Resampling.NEAREST) * 255).astype(np.uint8)).convert("RGB")
+
+
+def heatmap_overlay(image: Image.Image, attention: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """`attention` (r, r) in [0, 1] drawn with the 'jet' colour map over `image`, at the image's size."""
+    level = _upsample(attention, image.size)
+    heat = colormaps["jet"](level)[..., :3] * 255.0
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return Image.fromarray((base * (1 - alpha) + heat * alpha).astype(np.uint8))
+
+
+def masks_overlay(image: Image.Image, masks: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """Masks (N, H, W) in [0, 1] at the image's size, each in its own colour over the image."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    for index, mask in enumerate(masks):
+        colour = np.array(MASK_COLOURS[index % len(MASK_COLOURS)], dtype=np.float32)
+        weight = alpha * mask[..., None]
+        base = base * (1 - weight) + colour * weight
+    return Image.fromarray(base.astype(np.uint8))
+
+
+def labelled_grid(rows: list[list[Image.Image]], row_labels: list[str], col_labels: list[str] | None = None,
+                  cell: int = 128, label_height: int = 14) -> Image.Image:
+    """Cells resized to `cell` px, a text line above each row (and column titles on top)."""
+    width = cell * max((len(r) for r in rows), default=1)
+    top = label_height if col_labels else 0
+    sheet = Image.new("RGB", (width, top + len(rows) * (cell + label_height)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, text in enumerate(col_labels or []):
+        draw.text((c * cell + 2, 1), text, fill="black")
+    for r, (cells, text) in enumerate(zip(rows, row_labels)):
+        y = top + r * (cell + label_height)
+        draw.text((2, y + 1), text, fill="black")
+        for c, picture in enumerate(cells):
+            sheet.paste(picture.convert("RGB").resize((cell, cell)), (c * cell, y + label_height))
+    return sheet
