@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) outputs multirun
+
+lint: install
+	$(BIN)/ruff check src tests experiments

@@ -28,9 +28,8 @@ def child(model: str, resolution: int, capture: str, phase: int, steps: int, dev
     import torch
 
     sys.path.insert(0, str(REPO))
-    from tests.helpers import compose_config  # the same composition the entry point does
-
     from break_a_scene.training import build_run
+    from tests.helpers import compose_config  # the same composition the entry point does
 
     class StepTimer(L.Callback):
         def __init__(self):
@@ -89,7 +88,7 @@ def main() -> None:
                        "--steps", str(args.steps), "--device", args.device]
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
             done = subprocess.run(command, capture_output=True, text=True, env=env)
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
             if line is None:
                 print(done.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"benchmark row {row} {capture} failed")

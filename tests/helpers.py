@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import lightning as L
-
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig

@@ -29,7 +29,8 @@ def colorize(grid: np.ndarray, size: int) -> Image.Image:
 
 
 def grey(grid: np.ndarray, size: int) -> Image.Image:
-    return Image.fromarray((_upsample(grid, (size, size), Image.Resampling.NEAREST) * 255).astype(np.uint8)).convert("RGB")
+    level = _upsample(grid, (size, size), Image.Resampling.NEAREST)
+    return Image.fromarray((level * 255).astype(np.uint8)).convert("RGB")
 
 
 def heatmap_overlay(image: Image.Image, attention: np.ndarray, alpha: float = 0.5) -> Image.Image:

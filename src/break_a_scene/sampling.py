@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 from tqdm.auto import tqdm
 
 from break_a_scene.attention import AttentionCapture, loss_layer_names
@@ -21,7 +22,7 @@ from break_a_scene.module import token_positions
 class Sample:
     prompt: str
     seed: int
-    image: "PIL.Image.Image"  # noqa: F821
+    image: Image.Image
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # token -> (r, r), max-normalised
 
 

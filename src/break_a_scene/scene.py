@@ -73,18 +73,20 @@ def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
     if image is None:
         raise UserInputError(f"scene folder '{folder}' has no image: add one of {', '.join(IMAGE_NAMES)}.")
     numbered = sorted(
-        (int(m.group(1)), folder / name) for name in (p.name for p in folder.iterdir()) if (m := _MASK_FILE.match(name))
+        (int(match.group(1)), path) for path in folder.iterdir() if (match := _MASK_FILE.match(path.name))
     )
     if not numbered:
         raise UserInputError(f"scene folder '{folder}' has no masks: add mask0.png, mask1.png, ... (white = concept).")
     expected = list(range(len(numbered)))
     if [i for i, _ in numbered] != expected:
         raise UserInputError(
-            f"scene folder '{folder}' has masks numbered {[i for i, _ in numbered]}; number them 0..{len(numbered) - 1} "
-            f"without gaps."
+            f"scene folder '{folder}' has masks numbered {[i for i, _ in numbered]}; number them "
+            f"0..{len(numbered) - 1} without gaps."
         )
     classes_file = folder / CLASSES_FILE
-    classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()] if classes_file.is_file() else None
+    classes = None
+    if classes_file.is_file():
+        classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
     return image, [path for _, path in numbered], classes
 
 

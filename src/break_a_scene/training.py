@@ -49,7 +49,9 @@ def _token_names(cfg: DictConfig, num_masks: int) -> list[str]:
     names = list(cfg.data.tokens) if cfg.data.tokens else default_token_names(concepts)
     if len(names) != concepts:
         extra = " (the last one for the background token)" if cfg.data.background_token else ""
-        raise UserInputError(f"data.tokens has {len(names)} names for {concepts} concepts{extra}; give one per concept.")
+        raise UserInputError(
+            f"data.tokens has {len(names)} names for {concepts} concepts{extra}; give one per concept."
+        )
     return names
 
 

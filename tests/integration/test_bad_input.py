@@ -32,7 +32,7 @@ def bad(case: str, scene_dir, tmp_path) -> list[str]:
     elif case == "zero_steps":
         return ["method.phase1_steps=0", "method.phase2_steps=0"]
     elif case == "missing_weights":
-        return ["model=sd21_base", f"model.components.pretrained_model_name_or_path=nobody/no-such-model"]
+        return ["model=sd21_base", "model.components.pretrained_model_name_or_path=nobody/no-such-model"]
     return []
 
 
@@ -55,7 +55,8 @@ CASES = {
 def test_bad_input_fails_cleanly(case, scene_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     out = tmp_path / "out"
-    overrides = [*FAST, f"data.scene.folder={scene_dir}", f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    overrides = [*FAST, f"data.scene.folder={scene_dir}", f"hydra.run.dir={out}",
+                 f"paths.cache_dir={tmp_path / 'cache'}"]
     overrides += bad(case, scene_dir, tmp_path)
     monkeypatch.setattr(sys, "argv", ["bas-train", *overrides])
     with pytest.raises(SystemExit) as exit_info:

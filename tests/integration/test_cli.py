@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from diffusers import DiffusionPipeline
+from PIL import Image
 
 from tests.conftest import REPO
 from tests.helpers import FAST
@@ -82,7 +82,7 @@ def test_generation_does_not_depend_on_batch_size(tmp_path):
         out = tmp_path / f"b{batch}"
         generate(str(tmp_path / "p"), str(out), ["a photo of <asset0>"], num_images_per_prompt=3,
                  batch_size=batch, num_inference_steps=2, save_attention=False, progress=False)
-        images[batch] = [np.asarray(__import__("PIL.Image").Image.open(out / f"{i:04d}.png")) for i in range(3)]
+        images[batch] = [np.asarray(Image.open(out / f"{i:04d}.png")) for i in range(3)]
     for a, b in zip(images[1], images[3]):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 

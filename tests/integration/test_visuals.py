@@ -2,8 +2,6 @@
 contact sheet and W&B table, and the inspection notebook executed on a finished run."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import nbformat
@@ -104,12 +102,14 @@ def test_notebook_has_no_stored_outputs():
 def test_notebook_runs_on_a_finished_run(wandb_run, monkeypatch):
     monkeypatch.setenv("BAS_RUN_DIR", str(wandb_run))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources=resources).execute()
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert str(wandb_run) in text
     assert "<asset1>" in text and "49409" in text  # the learned tokens table
     assert "3 attention snapshots" in text
-    images = sum(1 for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {}))
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    images = sum(1 for o in outputs if "image/png" in o.get("data", {}))
     assert images >= 5
 
 

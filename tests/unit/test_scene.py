@@ -22,7 +22,8 @@ def test_explicit_paths_and_rgba_masks(tmp_path, scene_dir):
     rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
     rgba[..., 3] = mask
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "alpha.png")
-    scene = load_scene(image=str(scene_dir / "img.jpg"), masks=[str(scene_dir / "mask0.png"), str(tmp_path / "alpha.png")])
+    masks = [str(scene_dir / "mask0.png"), str(tmp_path / "alpha.png")]
+    scene = load_scene(image=str(scene_dir / "img.jpg"), masks=masks)
     assert scene.class_names is None
     assert np.array_equal(scene.masks[1], mask.astype(np.float32) / 255)
 
