@@ -20,16 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def child(model: str, resolution: int, capture: str, phase: int, steps: int, device: str) -> dict:
     import lightning as L
     import torch
 
-    sys.path.insert(0, str(REPO))
+    from break_a_scene.config import compose  # the same composition the entry point does
     from break_a_scene.training import build_run
-    from tests.helpers import compose_config  # the same composition the entry point does
 
     class StepTimer(L.Callback):
         def __init__(self):
@@ -52,7 +49,7 @@ def child(model: str, resolution: int, capture: str, phase: int, steps: int, dev
         "trainer.enable_model_summary=false", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
         "callbacks.export=null",
     ]
-    cfg = compose_config("train", overrides, Path(os.environ.get("TMPDIR", "/tmp")) / "bas-bench")
+    cfg = compose("train", overrides, Path(os.environ.get("TMPDIR", "/tmp")) / "bas-bench" / "run")
     trainer, module, datamodule = build_run(cfg)
     timer = StepTimer()
     trainer.callbacks.append(timer)

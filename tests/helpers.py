@@ -6,12 +6,9 @@ import hashlib
 from pathlib import Path
 
 import lightning as L
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from break_a_scene.config import config_dir, register_resolvers
+from break_a_scene.config import compose
 
 # a fast tiny run: few steps, no progress bar, no logger, prior preservation off
 FAST = [
@@ -29,16 +26,8 @@ FAST = [
 
 
 def compose_config(name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path / "run")
-        del cfg.hydra
-    return cfg
+    """The composed config, with outputs under tmp_path/run and caches under tmp_path."""
+    return compose(name, overrides, tmp_path / "run")
 
 
 class UnetChecksum(L.Callback):

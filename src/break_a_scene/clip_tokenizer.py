@@ -31,13 +31,27 @@ def bundled_bpe_path() -> str:
     return os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
 
 
-def build_clip_tokenizer(pad_token: str = "!") -> CLIPTokenizer:
-    """CLIP's tokenizer with SD 2.x's padding ('!', id 0); pass '<|endoftext|>' for SD 1.x's."""
+def clip_merges() -> list[tuple[str, str]]:
+    """CLIP's BPE merges, in rank order."""
     with gzip.open(bundled_bpe_path(), "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]
+    return [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]
+
+
+def base_pieces() -> list[str]:
+    """The 512 single-character pieces every CLIP vocabulary starts with."""
     alphabet = _byte_alphabet()
-    pieces = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges]
-    pieces += ["<|startoftext|>", "<|endoftext|>"]
+    return alphabet + [c + "</w>" for c in alphabet]
+
+
+def tokenizer_from_merges(merges: list[tuple[str, str]], pad_token: str = "!",
+                          max_length: int = MAX_LENGTH) -> CLIPTokenizer:
+    """A CLIP-style tokenizer whose vocabulary is the base pieces, the merges' results and the specials."""
+    pieces = base_pieces() + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     vocab = {piece: i for i, piece in enumerate(pieces)}
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH, pad_token=pad_token)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length, pad_token=pad_token)
+
+
+def build_clip_tokenizer(pad_token: str = "!") -> CLIPTokenizer:
+    """CLIP's tokenizer with SD 2.x's padding ('!', id 0); pass '<|endoftext|>' for SD 1.x's."""
+    return tokenizer_from_merges(clip_merges(), pad_token)

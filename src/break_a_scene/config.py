@@ -43,3 +43,24 @@ def register_resolvers() -> None:
                            "bas.job_name": _job_name}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
+
+
+def compose(config_name: str, overrides: list[str], output_dir: str | Path):
+    """Compose a config in-process as the entry point would, with its outputs going to `output_dir`
+    (for tests, benchmarks and sweeps run from Python)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(Path(output_dir).parent)
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg

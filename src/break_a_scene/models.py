@@ -102,11 +102,12 @@ def load_pretrained(
             "Point model.pretrained_model_name_or_path at a directory saved by DiffusionPipeline.save_pretrained."
         )
     kwargs = {"variant": variant} if variant else {}
+    # training keeps fp32 master weights whatever the files hold (the toy world ships fp16)
     return DiffusionComponents(
         tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
-        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", **kwargs),
-        vae=AutoencoderKL.from_pretrained(root, subfolder="vae", **kwargs),
-        unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", **kwargs),
+        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=torch.float32, **kwargs),
+        vae=AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **kwargs),
+        unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=torch.float32, **kwargs),
         noise_scheduler=DDPMScheduler.from_pretrained(root, subfolder="scheduler"),
         source=pretrained_model_name_or_path,
     )
@@ -126,12 +127,25 @@ def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 
 def build_from_configs(
     text_encoder: dict, vae: dict, unet: dict, prediction_type: str = "epsilon", seed: int = 0,
-    source: str = "built from config",
+    source: str = "built from config", tokenizer: str = "clip",
 ) -> DiffusionComponents:
-    """Random-init parts from config dicts, with the real CLIP tokenizer; deterministic for a seed."""
+    """Random-init parts from config dicts; deterministic for a seed.
+
+    `tokenizer`: "clip" (the real 49,408-token one) or "toyworld" (CLIP pruned to the toy world's words).
+    """
     torch.manual_seed(seed)
-    tokenizer = build_clip_tokenizer()
-    text_config = CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=77, **text_encoder)
+    if tokenizer == "toyworld":
+        from break_a_scene.toyworld.vocab import build_toyworld_tokenizer
+
+        tokenizer_ = build_toyworld_tokenizer()
+    else:
+        tokenizer_ = build_clip_tokenizer()
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer_), max_position_embeddings=tokenizer_.model_max_length,
+        bos_token_id=tokenizer_.bos_token_id, eos_token_id=tokenizer_.eos_token_id,
+        pad_token_id=tokenizer_.pad_token_id, **text_encoder,
+    )
+    tokenizer = tokenizer_
     return DiffusionComponents(
         tokenizer=tokenizer,
         text_encoder=CLIPTextModel(text_config),

@@ -14,6 +14,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 def test_all_experiments_are_listed():
     assert EXPERIMENTS == [
         "demo", "no_attention_loss", "no_masked_loss", "no_phase1", "no_union_sampling", "official", "paper",
+        "toyworld",
     ]
 
 
@@ -32,6 +33,8 @@ def test_experiment_composes(name, tmp_path):
         "no_union_sampling": dict(phase1=400, phase2=400, masked=True, attn=0.01, union=False, prior=True,
                                   betas=[0.9, 0.999]),
         "demo": dict(phase1=40, phase2=40, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.999]),
+        "toyworld": dict(phase1=300, phase2=200, masked=True, attn=0.01, union=True, prior=False,
+                         betas=[0.9, 0.999]),
     }[name]
     assert method.phase1_steps == expected["phase1"] and method.phase2_steps == expected["phase2"]
     assert method.masked_loss == expected["masked"] and method.lambda_attention == expected["attn"]
@@ -43,6 +46,10 @@ def test_experiment_composes(name, tmp_path):
     if name == "demo":
         assert cfg.model.resolution == 64 and cfg.trainer.accelerator == "cpu"
         assert Path(data.scene.folder).is_dir()
+    elif name == "toyworld":
+        assert cfg.model.resolution == 32 and method.attention_resolution_divisor == 2
+        assert Path(data.scene.folder).is_dir() and cfg.model.components.pretrained_model_name_or_path.endswith(
+            "assets/toyworld/model")
     else:
         assert cfg.model.components.pretrained_model_name_or_path == "stabilityai/stable-diffusion-2-1-base"
         assert cfg.trainer.precision == "16-mixed" and cfg.model.resolution == 512

@@ -1,0 +1,47 @@
+"""Prompt following of a toy-world model, scored by the shipped judge, with fixed prompts and seeds.
+
+    python experiments/toyworld/measure_quality.py --model src/break_a_scene/assets/toyworld/model --guidance 3
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from break_a_scene.config import ASSETS_DIR
+from break_a_scene.models import load_pretrained
+from break_a_scene.sampling import pipeline_from_components
+from break_a_scene.toyworld.judges import load_judge
+from break_a_scene.toyworld.quality import measure, prompt_cases
+
+BARS = {"colour": 0.90, "shape": 0.75, "background": 0.70, "position": 0.70, "all_correct": 0.40}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(ASSETS_DIR / "toyworld" / "model"))
+    parser.add_argument("--judge", default=str(ASSETS_DIR / "toyworld" / "judge.pt"))
+    parser.add_argument("--guidance", type=float, nargs="+", default=[3.0])
+    parser.add_argument("--prompts", type=int, default=96, help="per kind (single- and two-object)")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
+    args = parser.parse_args()
+    pipe = pipeline_from_components(load_pretrained(args.model))
+    judge = load_judge(args.judge)
+    single, double = prompt_cases(args.prompts, 1, seed=1), prompt_cases(args.prompts, 2, seed=2)
+    summary = {}
+    for guidance in args.guidance:
+        rows = measure(pipe, judge, single, guidance, args.steps) + measure(pipe, judge, double, guidance, args.steps)
+        keys = ["colour", "shape", "colour+shape", "position", "background", "objects", "all_correct"]
+        result = {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in keys}
+        summary[f"guidance {guidance}"] = result
+        print(f"guidance {guidance}: " + ", ".join(f"{k} {v:.0%}" for k, v in result.items()))
+        print("  bars: " + ", ".join(f"{k} {'met' if result[k] >= bar else 'MISSED'}" for k, bar in BARS.items()))
+    if args.out:
+        args.out.write_text(json.dumps({"prompts_per_kind": args.prompts, "steps": args.steps, **summary}, indent=1))
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

@@ -1,0 +1,165 @@
+"""Pretraining the toy world's text-to-image model: first its small VAE (a plain loop, minutes), then the
+UNet and text encoder as a Lightning run with EMA, resumable from its checkpoints.
+
+The data are drawn on the fly: sample i is the scene of seed (seed, i), so a run is reproducible and
+never sees the same picture twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from break_a_scene.data import tokenize
+from break_a_scene.models import DiffusionComponents
+from break_a_scene.scene import image_to_tensor
+from break_a_scene.toyworld.world import caption, render, sample_scene
+
+log = logging.getLogger(__name__)
+
+
+class ToyCaptions(Dataset):
+    """(image in [-1, 1], caption) pairs of freshly drawn scenes; captions sometimes omit position or
+    background, and are emptied with probability `caption_dropout` (for classifier-free guidance)."""
+
+    def __init__(self, length: int, seed: int = 0, size: int = 32, caption_dropout: float = 0.1,
+                 textures: bool = False):
+        self.length, self.seed, self.size = length, seed, size
+        self.caption_dropout, self.textures = caption_dropout, textures
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        rng = random.Random(self.seed * 1_000_003 + index)
+        scene = sample_scene(rng, textures=self.textures)
+        image, _ = render(scene, self.size)
+        text = "" if rng.random() < self.caption_dropout else caption(scene, rng)
+        return image_to_tensor(image, self.size), text
+
+
+def fit_vae(components: DiffusionComponents, steps: int, batch_size: int = 64, lr: float = 1e-3,
+            kl_weight: float = 1e-6, seed: int = 0, size: int = 32) -> dict:
+    """Train the VAE to reconstruct scenes, then set its latent scale to 1 / std of the latents (as SD's
+    0.18215 was chosen). Returns the final reconstruction MSE and the scale."""
+    vae = components.vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    loader = DataLoader(ToyCaptions(steps * batch_size, seed=seed + 1, size=size), batch_size=batch_size)
+    bar = tqdm(loader, desc="toy VAE", total=steps)
+    for images, _ in bar:
+        posterior = vae.encode(images).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(recon, images) + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        images = torch.stack([ToyCaptions(256, seed=seed + 2, size=size)[i][0] for i in range(256)])
+        latents = vae.encode(images).latent_dist.mode()
+        mse = F.mse_loss(vae.decode(latents).sample, images).item()
+    scale = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scale)
+    return {"vae_mse": mse, "latent_scale": scale}
+
+
+class ToyWorldPretraining(L.LightningModule):
+    """Text-to-image diffusion training of the UNet and text encoder on toy captions (VAE frozen)."""
+
+    def __init__(self, components: DiffusionComponents, lr: float = 3e-4, weight_decay: float = 1e-2):
+        super().__init__()
+        self.save_hyperparameters(ignore=["components"])
+        self.components = components
+        self.unet, self.text_encoder, self.vae = components.unet, components.text_encoder, components.vae
+        self.vae.requires_grad_(False)
+
+    def configure_optimizers(self):
+        params = [*self.unet.parameters(), *self.text_encoder.parameters()]
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, captions = batch
+        with torch.no_grad():
+            latents = self.vae.encode(images).latent_dist.sample() * self.components.latent_scale
+        noise = torch.randn_like(latents)
+        scheduler = self.components.noise_scheduler
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
+        input_ids = tokenize(self.components.tokenizer, list(captions)).to(self.device)
+        pred = self.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, self.text_encoder(input_ids)[0])
+        loss = F.mse_loss(pred.sample, noise)
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+
+class ToyDataModule(L.LightningDataModule):
+    def __init__(self, steps: int, batch_size: int = 32, seed: int = 0, num_workers: int = 0,
+                 caption_dropout: float = 0.1, textures: bool = False, size: int = 32):
+        super().__init__()
+        self.kwargs = dict(seed=seed, size=size, caption_dropout=caption_dropout, textures=textures)
+        self.steps, self.batch_size, self.num_workers = steps, batch_size, num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        # one epoch is the whole run; a resumed run draws from its epoch's seed (seed + epoch) afresh
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        kwargs = {**self.kwargs, "seed": self.kwargs["seed"] + epoch}
+        return DataLoader(ToyCaptions(self.steps * self.batch_size, **kwargs), batch_size=self.batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+
+def vae_state_path(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "vae_stage.pt"
+
+
+def pretrain(cfg) -> Path:
+    """The whole pretraining from a composed `pretrain.yaml`: VAE stage (cached in the run folder), UNet
+    stage with EMA and checkpoints (`ckpt_path=last` resumes), then an fp16 export of the EMA weights."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+
+    from break_a_scene.models import save_pipeline_dir
+
+    L.seed_everything(cfg.seed, workers=True)
+    components: DiffusionComponents = instantiate(cfg.model.components)
+    stage_file = vae_state_path(cfg.paths.output_dir)
+    if stage_file.is_file():
+        state = torch.load(stage_file, weights_only=False)
+        components.vae.load_state_dict(state["weights"])
+        components.vae.register_to_config(scaling_factor=state["latent_scale"])
+        log.info("VAE stage loaded from %s (latent scale %.4f)", stage_file, state["latent_scale"])
+    else:
+        summary = fit_vae(components, cfg.vae.steps, cfg.vae.batch_size, cfg.vae.lr, cfg.vae.kl_weight, cfg.seed,
+                          cfg.model.resolution)
+        stage_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"weights": components.vae.state_dict(), **summary}, stage_file)
+        log.info("VAE stage: reconstruction MSE %.5f, latent scale %.4f", summary["vae_mse"], summary["latent_scale"])
+    components.vae.requires_grad_(False)
+
+    module = ToyWorldPretraining(components, lr=cfg.unet.lr, weight_decay=cfg.unet.weight_decay)
+    datamodule = ToyDataModule(cfg.unet.steps, cfg.unet.batch_size, cfg.seed, cfg.unet.num_workers,
+                               cfg.unet.caption_dropout, cfg.unet.textures, cfg.model.resolution)
+    callbacks = [
+        ModelCheckpoint(dirpath=Path(cfg.paths.output_dir) / "checkpoints", every_n_train_steps=cfg.checkpoint_every,
+                        save_last=True, save_top_k=0),
+        EMAWeightAveraging(decay=cfg.unet.ema_decay),
+    ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar())
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    # steps, not epochs, end the run, so a finished run resumes with more steps (unet.steps=... ckpt_path=last)
+    trainer = instantiate(cfg.trainer, max_steps=cfg.unet.steps, max_epochs=-1, callbacks=callbacks,
+                          logger=loggers or False, enable_checkpointing=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    export = Path(cfg.export_dir)
+    for part in (components.unet, components.text_encoder, components.vae):
+        part.to(torch.float16)
+    save_pipeline_dir(components, export)
+    log.info("exported the EMA weights (fp16) to %s", export)
+    return export

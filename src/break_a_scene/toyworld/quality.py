@@ -1,0 +1,67 @@
+"""How well a toy-world text-to-image model follows prompts, scored by the judge.
+
+Single-object prompts ("a photo of a blue ring on the left on a teal background") score colour, shape,
+colour+shape (an object with both), position (that object in the prompted slot) and background;
+two-object prompts score all-correct (both objects in their slots and the background).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from break_a_scene.scene import image_to_tensor
+from break_a_scene.toyworld.judges import ToyJudge, read_images
+from break_a_scene.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, SLOTS, ToyObject, ToyScene, caption
+
+
+@dataclass(frozen=True)
+class PromptCase:
+    prompt: str
+    scene: ToyScene  # what the prompt asks for
+
+
+def prompt_cases(count: int, objects: int, seed: int = 0) -> list[PromptCase]:
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(count):
+        slots = sorted(rng.sample(SLOTS, objects), key=SLOTS.index)
+        pairs = rng.sample([(c, s) for c in COLOURS for s in SHAPES], objects)
+        scene = ToyScene(tuple(ToyObject(s, c, slot) for (c, s), slot in zip(pairs, slots)),
+                         rng.choice(list(BACKGROUNDS)))
+        cases.append(PromptCase(caption(scene), scene))
+    return cases
+
+
+def score(case: PromptCase, reading) -> dict[str, float]:
+    present = [obj for obj in reading.slots.values() if obj is not None]
+    scene = case.scene
+    background = float(reading.background == scene.background)
+    if len(scene.objects) == 1:
+        obj = scene.objects[0]
+        found = reading.find(obj.colour, obj.shape)
+        return {
+            "colour": float(any(c == obj.colour for c, _ in present)),
+            "shape": float(any(s == obj.shape for _, s in present)),
+            "colour+shape": float(bool(found)),
+            "position": float(obj.slot in found),
+            "background": background,
+        }
+    placed = all(reading.slots[obj.slot] == (obj.colour, obj.shape) for obj in scene.objects)
+    return {"objects": float(placed), "all_correct": float(placed and background == 1.0)}
+
+
+@torch.no_grad()
+def measure(pipe, judge: ToyJudge, cases: list[PromptCase], guidance_scale: float, steps: int = 25,
+            seed: int = 0, batch_size: int = 32, resolution: int = 32) -> list[dict]:
+    """One row per case: the prompt and its scores, images drawn with seeds seed, seed+1, ..."""
+    from break_a_scene.sampling import sample_images
+
+    prompts = [c.prompt for c in cases]
+    samples = list(sample_images(pipe, prompts, [seed + i for i in range(len(cases))], resolution, steps,
+                                 guidance_scale, batch_size, progress=False))
+    images = torch.stack([image_to_tensor(s.image, resolution) for s in samples])
+    readings = read_images(judge, images)
+    return [{"prompt": case.prompt, **score(case, reading)} for case, reading in zip(cases, readings)]

@@ -1,0 +1,40 @@
+from break_a_scene.toyworld.benchmark import benchmark_prompts, mean_ci, score_reading
+from break_a_scene.toyworld.judges import Reading
+from break_a_scene.toyworld.world import ToyObject, ToyScene
+
+SCENE = ToyScene((ToyObject("star", "orange", "left"), ToyObject("ring", "blue", "right")), "teal")
+
+
+def test_prompts_cover_every_subset_in_new_contexts():
+    prompts = benchmark_prompts(SCENE, ["<asset0>", "<asset1>"], per_subset=2, seed=0)
+    assert len(prompts) == 2 * 3  # {0}, {1}, {0, 1}
+    assert {p.tokens for p in prompts if len(p.tokens) == 1} == {("<asset0>",), ("<asset1>",)}
+    assert {frozenset(p.tokens) for p in prompts if len(p.tokens) == 2} == {frozenset({"<asset0>", "<asset1>"})}
+    for prompt in prompts:
+        assert prompt.background != "teal" and prompt.prompt.endswith(f"on a {prompt.background} background")
+        for token, obj in zip(prompt.tokens, prompt.objects):
+            where = "in the middle" if obj.slot == "middle" else f"on the {obj.slot}"
+            assert f"{token} {where}" in prompt.prompt
+            assert (obj.colour, obj.shape) == {"<asset0>": ("orange", "star"), "<asset1>": ("blue", "ring")}[token]
+
+
+def test_scores_by_hand():
+    prompts = benchmark_prompts(SCENE, ["<asset0>", "<asset1>"], per_subset=1, seed=0)
+    pair = next(p for p in prompts if len(p.tokens) == 2)
+    star = next(o for o in pair.objects if o.shape == "star")
+    ring = next(o for o in pair.objects if o.shape == "ring")
+    empty = {"left": None, "middle": None, "right": None}
+    # the star where asked, the ring in the wrong slot, right background
+    wrong = next(s for s in ("left", "middle", "right") if s not in (star.slot, ring.slot))
+    reading = Reading(pair.background, {**empty, star.slot: ("orange", "star"), wrong: ("blue", "ring")})
+    assert score_reading(pair, reading) == {"identity": 1.0, "position": 0.5, "background": 1.0,
+                                            "prompt_following": 0.75, "all_correct": 0.0}
+    reading = Reading("black", {**empty, star.slot: ("orange", "circle")})
+    assert score_reading(pair, reading) == {"identity": 0.0, "position": 0.0, "background": 0.0,
+                                            "prompt_following": 0.0, "all_correct": 0.0}
+
+
+def test_mean_ci():
+    mean, low, high = mean_ci([0.0, 1.0] * 20)
+    assert mean == 0.5 and 0.33 < low < 0.5 < high < 0.67
+    assert mean_ci([0.3] * 5) == (0.3, 0.3, 0.3)

@@ -1,0 +1,34 @@
+"""`bas-pretrain` end to end at toy sizes: VAE stage, UNet stage with EMA and checkpoints, resume, export."""
+
+import json
+
+import torch
+
+from break_a_scene.models import load_pretrained
+from tests.integration.test_cli import run
+
+
+def test_pretrain_resume_and_export(tmp_path):
+    out = tmp_path / "pretrain"
+    args = ["vae.steps=3", "vae.batch_size=4", "unet.batch_size=4", "unet.num_workers=0", "checkpoint_every=2",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none",
+            f"hydra.run.dir={out}"]
+    first = run("bas-pretrain", *args, "unet.steps=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    stage = torch.load(out / "vae_stage.pt", weights_only=False)
+    assert stage["latent_scale"] > 0 and stage["vae_mse"] < 1.0
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2 and "current_model_state" in ckpt  # EMA weights + the live ones
+
+    again = run("bas-pretrain", *args, "unet.steps=4", "ckpt_path=last")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "VAE stage loaded" in again.stderr + again.stdout
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+    model = out / "toyworld_model"
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    parts = load_pretrained(str(model))
+    assert parts.unet.dtype == torch.float32  # shipped fp16, loaded fp32 for training
+    assert parts.latent_scale == stage["latent_scale"]
+    assert len(parts.tokenizer) < 1000 and parts.text_encoder.config.vocab_size == len(parts.tokenizer)
