@@ -72,7 +72,7 @@ class UnionSamplingDataset(Dataset):
             "pixel_values": image,  # (3, R, R)
             "masks": masks,  # (k, R, R), in prompt order
             "token_ids": self.token_ids[chosen],  # (k,)
-            "input_ids": tokenize(self.tokenizer, [prompt])[0],  # (77,)
+            "input_ids": tokenize(self.tokenizer, [prompt])[0],  # (T,), T = tokenizer.model_max_length
             "prompt": prompt,
         }
         if self.class_images is not None:

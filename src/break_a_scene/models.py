@@ -8,6 +8,7 @@ attention side, latent scale, prediction type) are read from here.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.errors import UserInputError
+from break_a_scene.toyworld.pixel_vae import PixelShuffleVAE  # also lets diffusers load pipelines that use it
 
 _SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
 
@@ -106,11 +108,17 @@ def load_pretrained(
     return DiffusionComponents(
         tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=torch.float32, **kwargs),
-        vae=AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **kwargs),
+        vae=_vae_class(root).from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **kwargs),
         unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=torch.float32, **kwargs),
         noise_scheduler=DDPMScheduler.from_pretrained(root, subfolder="scheduler"),
         source=pretrained_model_name_or_path,
     )
+
+
+def _vae_class(root: Path) -> type:
+    """AutoencoderKL, or the toy world's exact PixelShuffleVAE, as the saved config names it."""
+    config = json.loads((root / "vae" / "config.json").read_text())
+    return PixelShuffleVAE if config.get("_class_name") == PixelShuffleVAE.__name__ else AutoencoderKL
 
 
 def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
@@ -126,12 +134,14 @@ def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 
 
 def build_from_configs(
-    text_encoder: dict, vae: dict, unet: dict, prediction_type: str = "epsilon", seed: int = 0,
+    text_encoder: dict, vae: dict | torch.nn.Module, unet: dict, prediction_type: str = "epsilon", seed: int = 0,
     source: str = "built from config", tokenizer: str = "clip",
 ) -> DiffusionComponents:
     """Random-init parts from config dicts; deterministic for a seed.
 
-    `tokenizer`: "clip" (the real 49,408-token one) or "toyworld" (CLIP pruned to the toy world's words).
+    `vae` is an AutoencoderKL config, or an already built module (a `_target_` in the Hydra config, e.g. the
+    toy world's PixelShuffleVAE). `tokenizer`: "clip" (the real 49,408-token one) or "toyworld" (CLIP pruned
+    to the toy world's words).
     """
     torch.manual_seed(seed)
     if tokenizer == "toyworld":
@@ -149,7 +159,7 @@ def build_from_configs(
     return DiffusionComponents(
         tokenizer=tokenizer,
         text_encoder=CLIPTextModel(text_config),
-        vae=AutoencoderKL(**vae),
+        vae=AutoencoderKL(**vae) if isinstance(vae, dict) else vae,
         unet=UNet2DConditionModel(**unet),
         noise_scheduler=_sd_noise_scheduler(prediction_type),
         source=source,

@@ -66,7 +66,6 @@ class BreakASceneModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["components", "tokens", "optimizer"])
-        self.tokenizer = components.tokenizer
         self.noise_scheduler = components.noise_scheduler
         self.text_encoder = components.text_encoder
         self.vae = components.vae

@@ -16,7 +16,7 @@ def test_pretrain_resume_and_export(tmp_path):
     first = run("bas-pretrain", *args, "unet.steps=2")
     assert first.returncode == 0, first.stderr[-3000:]
     stage = torch.load(out / "vae_stage.pt", weights_only=False)
-    assert stage["latent_scale"] > 0 and stage["vae_mse"] < 1.0
+    assert stage["latent_scale"] > 1 and stage["vae_mse"] == 0.0  # the pixel-shuffle VAE is exact
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 2 and "current_model_state" in ckpt  # EMA weights + the live ones
 
@@ -28,6 +28,7 @@ def test_pretrain_resume_and_export(tmp_path):
     model = out / "toyworld_model"
     index = json.loads((model / "model_index.json").read_text())
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert index["vae"] == ["break_a_scene.toyworld.pixel_vae", "PixelShuffleVAE"]
     parts = load_pretrained(str(model))
     assert parts.unet.dtype == torch.float32  # shipped fp16, loaded fp32 for training
     assert parts.latent_scale == stage["latent_scale"]

@@ -47,20 +47,23 @@ class ToyCaptions(Dataset):
 
 def fit_vae(components: DiffusionComponents, steps: int, batch_size: int = 64, lr: float = 1e-3,
             kl_weight: float = 1e-6, seed: int = 0, size: int = 32) -> dict:
-    """Train the VAE to reconstruct scenes, then set its latent scale to 1 / std of the latents (as SD's
-    0.18215 was chosen). Returns the final reconstruction MSE and the scale."""
+    """Train the VAE to reconstruct scenes (nothing to train for the exact PixelShuffleVAE), then set its
+    latent scale to 1 / std of the latents, as SD's 0.18215 was chosen. Returns the reconstruction MSE
+    and the scale."""
     vae = components.vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    loader = DataLoader(ToyCaptions(steps * batch_size, seed=seed + 1, size=size), batch_size=batch_size)
-    bar = tqdm(loader, desc="toy VAE", total=steps)
-    for images, _ in bar:
-        posterior = vae.encode(images).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(recon, images) + kl_weight * posterior.kl().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    if trainable:
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+        loader = DataLoader(ToyCaptions(steps * batch_size, seed=seed + 1, size=size), batch_size=batch_size)
+        bar = tqdm(loader, desc="toy VAE", total=steps)
+        for images, _ in bar:
+            posterior = vae.encode(images).latent_dist
+            recon = vae.decode(posterior.sample()).sample
+            loss = F.mse_loss(recon, images) + kl_weight * posterior.kl().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         images = torch.stack([ToyCaptions(256, seed=seed + 2, size=size)[i][0] for i in range(256)])
