@@ -33,3 +33,19 @@ def test_pretrain_resume_and_export(tmp_path):
     assert parts.unet.dtype == torch.float32  # shipped fp16, loaded fp32 for training
     assert parts.latent_scale == stage["latent_scale"]
     assert len(parts.tokenizer) < 1000 and parts.text_encoder.config.vocab_size == len(parts.tokenizer)
+
+
+def test_continue_from_exported_weights(tmp_path):
+    base = ["unet.batch_size=4", "unet.num_workers=0", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "logger=none"]
+    first = run("bas-pretrain", *base, "unet.steps=1", f"hydra.run.dir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    exported = load_pretrained(str(tmp_path / "a" / "toyworld_model"))
+    again = run("bas-pretrain", *base, "unet.steps=1", f"init_from={tmp_path / 'a' / 'toyworld_model'}", "seed=1",
+                f"hydra.run.dir={tmp_path / 'b'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (tmp_path / "b" / "vae_stage.pt").exists()  # the exported VAE and its scale are reused
+    continued = load_pretrained(str(tmp_path / "b" / "toyworld_model"))
+    assert continued.latent_scale == exported.latent_scale
+    changed = [not torch.equal(a, b) for a, b in zip(exported.unet.parameters(), continued.unet.parameters())]
+    assert any(changed)

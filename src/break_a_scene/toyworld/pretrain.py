@@ -121,28 +121,37 @@ def vae_state_path(output_dir: str | Path) -> Path:
     return Path(output_dir) / "vae_stage.pt"
 
 
-def pretrain(cfg) -> Path:
-    """The whole pretraining from a composed `pretrain.yaml`: VAE stage (cached in the run folder), UNet
-    stage with EMA and checkpoints (`ckpt_path=last` resumes), then an fp16 export of the EMA weights."""
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
-
-    from break_a_scene.models import save_pipeline_dir
-
-    L.seed_everything(cfg.seed, workers=True)
-    components: DiffusionComponents = instantiate(cfg.model.components)
+def _vae_stage(components: DiffusionComponents, cfg) -> None:
+    """Train (or reload from the run folder) the VAE and its latent scale."""
     stage_file = vae_state_path(cfg.paths.output_dir)
     if stage_file.is_file():
         state = torch.load(stage_file, weights_only=False)
         components.vae.load_state_dict(state["weights"])
         components.vae.register_to_config(scaling_factor=state["latent_scale"])
         log.info("VAE stage loaded from %s (latent scale %.4f)", stage_file, state["latent_scale"])
+        return
+    summary = fit_vae(components, cfg.vae.steps, cfg.vae.batch_size, cfg.vae.lr, cfg.vae.kl_weight, cfg.seed,
+                      cfg.model.resolution)
+    stage_file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"weights": components.vae.state_dict(), **summary}, stage_file)
+    log.info("VAE stage: reconstruction MSE %.5f, latent scale %.4f", summary["vae_mse"], summary["latent_scale"])
+
+
+def pretrain(cfg) -> Path:
+    """The whole pretraining from a composed `pretrain.yaml`: VAE stage (cached in the run folder), UNet
+    stage with EMA and checkpoints (`ckpt_path=last` resumes), then an fp16 export of the EMA weights."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+
+    from break_a_scene.models import load_pretrained, save_pipeline_dir
+
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("init_from"):  # continue from exported weights, with a fresh optimizer and EMA
+        components = load_pretrained(cfg.init_from)
+        log.info("initialised from %s (latent scale %.4f)", cfg.init_from, components.latent_scale)
     else:
-        summary = fit_vae(components, cfg.vae.steps, cfg.vae.batch_size, cfg.vae.lr, cfg.vae.kl_weight, cfg.seed,
-                          cfg.model.resolution)
-        stage_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"weights": components.vae.state_dict(), **summary}, stage_file)
-        log.info("VAE stage: reconstruction MSE %.5f, latent scale %.4f", summary["vae_mse"], summary["latent_scale"])
+        components = instantiate(cfg.model.components)
+        _vae_stage(components, cfg)
     components.vae.requires_grad_(False)
 
     module = ToyWorldPretraining(components, lr=cfg.unet.lr, weight_decay=cfg.unet.weight_decay)
