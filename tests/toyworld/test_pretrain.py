@@ -49,3 +49,17 @@ def test_continue_from_exported_weights(tmp_path):
     assert continued.latent_scale == exported.latent_scale
     changed = [not torch.equal(a, b) for a, b in zip(exported.unet.parameters(), continued.unet.parameters())]
     assert any(changed)
+
+
+def test_resumed_data_stream_continues_where_it_stopped():
+    from types import SimpleNamespace
+
+    from break_a_scene.toyworld.pretrain import ToyCaptions, ToyDataModule
+
+    full = ToyCaptions(10, seed=3)
+    datamodule = ToyDataModule(steps=5, batch_size=2, seed=3)
+    datamodule.trainer = SimpleNamespace(global_step=3)  # resumed after 3 of 5 steps
+    rest = datamodule.train_dataloader().dataset
+    assert len(rest) == 4
+    for i in range(4):
+        assert torch.equal(rest[i][0], full[6 + i][0]) and rest[i][1] == full[6 + i][1]

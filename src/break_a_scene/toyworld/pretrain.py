@@ -30,15 +30,15 @@ class ToyCaptions(Dataset):
     background, and are emptied with probability `caption_dropout` (for classifier-free guidance)."""
 
     def __init__(self, length: int, seed: int = 0, size: int = 32, caption_dropout: float = 0.1,
-                 textures: bool = False):
-        self.length, self.seed, self.size = length, seed, size
+                 textures: bool = False, offset: int = 0):
+        self.length, self.seed, self.size, self.offset = length, seed, size, offset
         self.caption_dropout, self.textures = caption_dropout, textures
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        rng = random.Random(self.seed * 1_000_003 + index)
+        rng = random.Random(self.seed * 1_000_003 + self.offset + index)
         scene = sample_scene(rng, textures=self.textures)
         image, _ = render(scene, self.size)
         text = "" if rng.random() < self.caption_dropout else caption(scene, rng)
@@ -110,10 +110,12 @@ class ToyDataModule(L.LightningDataModule):
         self.steps, self.batch_size, self.num_workers = steps, batch_size, num_workers
 
     def train_dataloader(self) -> DataLoader:
-        # one epoch is the whole run; a resumed run draws from its epoch's seed (seed + epoch) afresh
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        kwargs = {**self.kwargs, "seed": self.kwargs["seed"] + epoch}
-        return DataLoader(ToyCaptions(self.steps * self.batch_size, **kwargs), batch_size=self.batch_size,
+        # A resumed run continues the stream where it stopped: sample i of step s is scene
+        # (seed, s * batch_size + i) however often the run was interrupted.
+        done = self.trainer.global_step if self.trainer is not None else 0
+        remaining = max(self.steps - done, 1) * self.batch_size
+        dataset = ToyCaptions(remaining, offset=done * self.batch_size, **self.kwargs)
+        return DataLoader(dataset, batch_size=self.batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
 
