@@ -14,6 +14,7 @@ from PIL import Image
 
 from break_a_scene.figures import colorize, grey, heatmap_overlay, labelled_grid, masks_overlay, tensor_to_image
 from break_a_scene.generate import default_prompts
+from break_a_scene.losses import normalize_by_max
 from break_a_scene.sampling import pipeline_from_components, sample_images
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ class AttentionMapLogger(L.Callback):
             for k, token_id in enumerate(snap.token_ids[b].tolist()):
                 if token_id < 0:
                     continue
-                grid = snap.maps[b, k].float()
-                grid = (grid / grid.max().clamp(min=1e-12)).cpu().numpy()
+                grid = normalize_by_max(snap.maps[b, k].float()).cpu().numpy()
                 target = snap.targets[b, k].float().cpu().numpy()
                 rows.append([colorize(grid, self.cell), grey(target, self.cell), heatmap_overlay(image, grid)])
                 labels.append(f"{names[token_id]}  ({snap.prompts[b]})")
