@@ -24,6 +24,8 @@ class UnionSamplingDataset(Dataset):
 
     Each index has its own generator seeded from (seed, i), so draws do not depend on workers or ranks.
     With class images (prior preservation), sample i also carries class image i mod M and its prompt.
+    With `solid_background` (the paper's baselines, TI-m / DB-m / CD-m), the chosen concepts are pasted on a
+    random solid colour instead of the rest of the scene.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class UnionSamplingDataset(Dataset):
         joiner: str = " and ",
         class_images: torch.Tensor | None = None,
         class_prompt: str | None = None,
+        solid_background: bool = False,
     ):
         if len(token_names) != scene.masks.shape[0]:
             raise ValueError(f"{len(token_names)} tokens for {scene.masks.shape[0]} masks")
@@ -54,6 +57,7 @@ class UnionSamplingDataset(Dataset):
         self.prompt_prefix = prompt_prefix
         self.joiner = joiner
         self.class_images = class_images
+        self.solid_background = solid_background
         self.class_input_ids = tokenize(tokenizer, [class_prompt])[0] if class_images is not None else None
 
     def __len__(self) -> int:
@@ -66,6 +70,10 @@ class UnionSamplingDataset(Dataset):
         chosen = torch.randperm(count, generator=generator)[:k]
         prompt = self.prompt_prefix + self.joiner.join(self.token_names[i] for i in chosen)
         image, masks = self.scene.image, self.scene.masks[chosen]
+        if self.solid_background:
+            colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
+            union = masks.amax(dim=0, keepdim=True)
+            image = image * union + colour * (1 - union)
         if float(torch.rand(1, generator=generator)) < self.flip_p:
             image, masks = image.flip(-1), masks.flip(-1)
         item = {
@@ -128,12 +136,13 @@ class UnionSamplingDataModule(L.LightningDataModule):
         prompt_prefix: str = "a photo of ",
         class_images: torch.Tensor | None = None,
         class_prompt: str | None = None,
+        solid_background: bool = False,
     ):
         super().__init__()
         self.dataset_kwargs = dict(
             scene=scene, tokenizer=tokenizer, token_names=token_names, token_ids=token_ids, seed=seed,
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
-            class_images=class_images, class_prompt=class_prompt,
+            class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
         )
         self.total_steps = total_steps
         self.batch_size = batch_size

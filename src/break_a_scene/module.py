@@ -1,7 +1,10 @@
 """The LightningModule: one Break-A-Scene training step, and the optimizer of the current phase.
 
 Phase 1 trains only the new token rows (5e-4); phase 2 trains the UNet and the whole text encoder (2e-6)
-with a fresh optimizer. `callbacks.PhaseSwitch` moves from one to the other.
+with a fresh optimizer. `callbacks.PhaseSwitch` moves from one to the other. What each phase trains is
+configurable, which is how the paper's baselines are built: TI-m trains tokens in both phases, DB-m everything
+in both (at phase2_lr), CD-m the cross-attention K/V (always at phase2_lr) with the token rows (always at
+phase1_lr).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from break_a_scene.models import DiffusionComponents
 from break_a_scene.tokens import FrozenRows, PlaceholderTokens, token_slug
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+Trainable = Literal["tokens", "all", "cross_attention_kv"]
+TRAINABLE = ("tokens", "all", "cross_attention_kv")
 
 
 @dataclass
@@ -63,8 +68,13 @@ class BreakASceneModule(L.LightningModule):
         attention_resolution_divisor: int = 4,
         attention_capture: Literal["loss_layers", "released"] = "loss_layers",
         gradient_checkpointing: bool = False,
+        phase1_trainable: Trainable = "tokens",
+        phase2_trainable: Trainable = "all",
     ):
         super().__init__()
+        for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
+            if value not in TRAINABLE:
+                raise ValueError(f"method.{key} must be one of {TRAINABLE}, not {value!r}")
         self.save_hyperparameters(ignore=["components", "tokens", "optimizer"])
         self.noise_scheduler = components.noise_scheduler
         self.text_encoder = components.text_encoder
@@ -102,19 +112,36 @@ class BreakASceneModule(L.LightningModule):
     def enter_phase_2(self) -> None:
         self.phase = 2
 
+    @property
+    def trainable(self) -> str:
+        """What the current phase trains: "tokens", "all" (UNet + text encoder) or "cross_attention_kv"."""
+        return self.hparams.phase1_trainable if self.phase == 1 else self.hparams.phase2_trainable
+
+    def _cross_attention_kv(self) -> list[torch.nn.Parameter]:
+        return [p for name, p in self.unet.named_parameters() if ".attn2.to_k." in name or ".attn2.to_v." in name]
+
     def _set_trainable(self) -> None:
         embedding = self.text_encoder.get_input_embeddings()
-        self.unet.requires_grad_(self.phase == 2)
-        self.text_encoder.requires_grad_(self.phase == 2)
+        everything = self.trainable == "all"
+        self.unet.requires_grad_(everything)
+        self.text_encoder.requires_grad_(everything)
+        if self.trainable == "cross_attention_kv":
+            for param in self._cross_attention_kv():
+                param.requires_grad_(True)
         embedding.weight.requires_grad_(True)
-        self.frozen_rows = FrozenRows(embedding, self.tokens.ids) if self.phase == 1 else None
+        self.frozen_rows = None if everything else FrozenRows(embedding, self.tokens.ids)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self._set_trainable()
-        if self.phase == 1:
-            return self.optimizer_factory([self.text_encoder.get_input_embeddings().weight], lr=self.hparams.phase1_lr)
-        params = [*self.unet.parameters(), *self.text_encoder.parameters()]
-        return self.optimizer_factory(params, lr=self.hparams.phase2_lr)
+        lr = self.hparams.phase1_lr if self.phase == 1 else self.hparams.phase2_lr
+        embedding = self.text_encoder.get_input_embeddings().weight
+        if self.trainable == "tokens":
+            return self.optimizer_factory([embedding], lr=lr)
+        if self.trainable == "cross_attention_kv":
+            groups = [{"params": [embedding], "lr": self.hparams.phase1_lr},
+                      {"params": self._cross_attention_kv(), "lr": self.hparams.phase2_lr}]
+            return self.optimizer_factory(groups, lr=lr)
+        return self.optimizer_factory([*self.unet.parameters(), *self.text_encoder.parameters()], lr=lr)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["break_a_scene_phase"] = self.phase

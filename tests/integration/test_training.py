@@ -143,3 +143,35 @@ def test_resume_from_a_phase2_checkpoint(tmp_path, scene_dir):
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     # one step left, in phase 2, continuing the phase-2 optimizer's state (its second step)
     assert [(r["phase"], r["lr"], r["adam_step"]) for r in recorder.rows] == [(2, 2e-6, 2.0)]
+
+
+def _snapshot(module):
+    return ({n: p.detach().clone() for n, p in module.unet.named_parameters()},
+            module.text_encoder.get_input_embeddings().weight.detach().clone(),
+            {n: p.detach().clone() for n, p in module.text_encoder.named_parameters() if "token_embedding" not in n})
+
+
+@pytest.mark.parametrize("variant", ["ti_m", "cd_m", "db_m"])
+def test_baselines_train_what_the_paper_says(tmp_path, scene_dir, variant):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", f"variant={variant}"], tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    assert cfg.method_name == variant and cfg.data.loader.solid_background and not cfg.method.masked_loss
+    unet0, rows0, text0 = _snapshot(module)
+    trainer.fit(module, datamodule=datamodule)
+    unet1, rows1, text1 = _snapshot(module)
+    new = module.tokens.ids
+    others = torch.ones(rows1.shape[0], dtype=torch.bool)
+    others[new] = False
+    changed = {n for n in unet0 if not torch.equal(unet0[n], unet1[n])}
+    kv = {n for n in unet0 if ".attn2.to_k." in n or ".attn2.to_v." in n}
+    if variant == "ti_m":  # tokens only, both phases
+        assert not changed and torch.equal(rows1[others], rows0[others]) and not torch.equal(rows1[new], rows0[new])
+        assert all(torch.equal(text0[n], text1[n]) for n in text0)
+    elif variant == "cd_m":  # cross-attention K/V and the token rows
+        assert changed == kv and torch.equal(rows1[others], rows0[others]) and not torch.equal(rows1[new], rows0[new])
+        assert all(torch.equal(text0[n], text1[n]) for n in text0)
+        groups = trainer.optimizers[0].param_groups
+        assert [g["lr"] for g in groups] == [cfg.method.phase1_lr, cfg.method.phase2_lr]
+    else:  # everything from the first step, at the phase-2 lr
+        assert kv < changed and any(not torch.equal(text0[n], text1[n]) for n in text0)
+        assert trainer.optimizers[0].param_groups[0]["lr"] == cfg.method.phase2_lr

@@ -1,4 +1,5 @@
-from break_a_scene.toyworld.benchmark import benchmark_prompts, mean_ci, score_reading
+from break_a_scene.evaluation.stats import mean_ci
+from break_a_scene.toyworld.benchmark import benchmark_prompts, score_reading
 from break_a_scene.toyworld.judges import Reading
 from break_a_scene.toyworld.world import ToyObject, ToyScene
 

@@ -113,3 +113,17 @@ def test_class_images_travel_with_samples(tokenizer):
     )
     assert [round(float(data[i]["class_pixel_values"][0, 0, 0]), 1) for i in range(4)] == [0.1, 0.2, 0.1, 0.2]
     assert data[0]["class_input_ids"][:7].tolist() == [49406, 320, 1125, 536, 518, 2117, 49407]
+
+
+def test_solid_background_pastes_the_chosen_concepts_on_one_colour(tokenizer):
+    data = dataset(tokenizer, length=20, flip_p=0.0, solid_background=True)
+    scene = asymmetric_scene()
+    colours = set()
+    for index in range(20):
+        item = data[index]
+        union = item["masks"].amax(dim=0) > 0
+        assert torch.equal(item["pixel_values"][:, union], scene.image[:, union])  # the concepts as they are
+        outside = item["pixel_values"][:, ~union]
+        assert torch.equal(outside, outside[:, :1].expand_as(outside))  # one colour everywhere else
+        colours.add(tuple(outside[:, 0].tolist()))
+    assert len(colours) == 20  # a new colour each sample

@@ -1,4 +1,5 @@
-"""Moves training from phase 1 (tokens only) to phase 2 (UNet + text encoder) with a fresh optimizer."""
+"""Moves training from phase 1 (tokens only) to phase 2 (UNet + text encoder; what `method.phase2_trainable`
+says) with a fresh optimizer."""
 
 from __future__ import annotations
 
@@ -27,4 +28,4 @@ class PhaseSwitch(L.Callback):
         if isinstance(strategy, DDPStrategy):
             strategy.model = strategy.lightning_module
             strategy.configure_ddp()
-        log.info("phase 2 from step %d: UNet and text encoder unfrozen, new optimizer", trainer.global_step)
+        log.info("phase 2 from step %d: training %s, new optimizer", trainer.global_step, module.trainable)

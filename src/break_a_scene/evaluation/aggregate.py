@@ -1,0 +1,141 @@
+"""Gather every trial's rows under an evaluation folder into the comparison: a table (mean and 95% CI per
+method and metric), the paper's figure (prompt similarity x vs identity similarity y, Pareto front marked)
+and a breakdown by the number of concepts in the prompt.
+
+Intervals: the rows of one (scene, training seed) are averaged first; the bootstrap resamples those units,
+since images of one trained model are not independent.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from break_a_scene.errors import UserInputError
+from break_a_scene.evaluation.runner import FAILED_FILE, ROWS_FILE
+from break_a_scene.evaluation.stats import mean_ci
+
+META = {"method", "scene", "train_seed", "prompt", "class_prompt", "tokens", "concepts", "sample_seed", "image"}
+AXES = {"paper": ("prompt_similarity", "identity_similarity"), "toyworld": ("prompt_following", "identity")}
+
+
+def load_rows(out_dir: str | Path) -> list[dict]:
+    rows = []
+    for path in sorted(Path(out_dir).rglob(ROWS_FILE)):
+        with path.open() as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def load_failures(out_dir: str | Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(out_dir).rglob(FAILED_FILE))]
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    return [key for key in rows[0] if key not in META] if rows else []
+
+
+def _units(rows: list[dict], metric: str) -> list[float]:
+    """One mean per (scene, training seed)."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        value = float(row[metric]) if row[metric] not in ("", None) else float("nan")
+        groups.setdefault((row["scene"], row["train_seed"]), []).append(value)
+    return [float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for v in groups.values()]
+
+
+def summarize(rows: list[dict], metrics: list[str]) -> dict[str, dict]:
+    """{method: {"images": n, "units": u, metric: (mean, low, high), ...}}, methods in first-seen order."""
+    table: dict[str, dict] = {}
+    for method in dict.fromkeys(row["method"] for row in rows):
+        mine = [row for row in rows if row["method"] == method]
+        table[method] = {"images": len(mine), "units": len({(r["scene"], r["train_seed"]) for r in mine}),
+                         **{m: mean_ci(_units(mine, m)) for m in metrics}}
+    return table
+
+
+def by_concepts(rows: list[dict], metrics: list[str]) -> dict[str, dict[int, dict]]:
+    """The same table per number of concepts in the prompt."""
+    counts = sorted({int(row["concepts"]) for row in rows})
+    return {k: summarize([row for row in rows if int(row["concepts"]) == k], metrics) for k in counts}
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Methods no other method beats on both axes (higher is better on both)."""
+    return [m for m, (x, y) in points.items()
+            if not any(ox >= x and oy >= y and (ox, oy) != (x, y) for o, (ox, oy) in points.items() if o != m)]
+
+
+def _cell(stats: tuple[float, float, float]) -> str:
+    mean, low, high = stats
+    return "nan" if mean != mean else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def markdown_table(table: dict[str, dict], metrics: list[str]) -> str:
+    lines = ["| method | images | units | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 3) + "|"]
+    for method, stats in table.items():
+        lines.append(f"| {method} | {stats['images']} | {stats['units']} | "
+                     + " | ".join(_cell(stats[m]) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def plot(table: dict[str, dict], x: str, y: str, path: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = {m: (s[x][0], s[y][0]) for m, s in table.items() if s[x][0] == s[x][0] and s[y][0] == s[y][0]}
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for method, (px, py) in points.items():
+        stats = table[method]
+        xerr, yerr = [[px - stats[x][1]], [stats[x][2] - px]], [[py - stats[y][1]], [stats[y][2] - py]]
+        ax.errorbar(px, py, xerr=xerr, yerr=yerr, fmt="o", capsize=3,
+                    color="tab:red" if method in front else "tab:blue")
+        ax.annotate(method, (px, py), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ordered = sorted((points[m] for m in front))
+    if len(ordered) > 1:
+        ax.plot(*zip(*ordered), "--", color="tab:red", linewidth=1, label="Pareto front")
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_xlabel(f"{x} (prompt following)")
+    ax.set_ylabel(f"{y} (identity)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return front
+
+
+def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None) -> Path:
+    """Write <out_dir>/aggregate/{table.md, table.json, by_concepts.md, figure.png}; returns that folder."""
+    out_dir = Path(out_dir)
+    rows = load_rows(out_dir)
+    failures = load_failures(out_dir)
+    if not rows:
+        raise UserInputError(f"no {ROWS_FILE} under '{out_dir}': run bas-evaluate first "
+                             f"({len(failures)} failed trials recorded).")
+    metrics = metric_names(rows)
+    world = "paper" if "prompt_similarity" in metrics else "toyworld"
+    x, y = x or AXES[world][0], y or AXES[world][1]
+    for axis in (x, y):
+        if axis not in metrics:
+            raise UserInputError(f"metric '{axis}' is not in the rows; they have {metrics}.")
+    table = summarize(rows, metrics)
+    report = out_dir / "aggregate"
+    report.mkdir(exist_ok=True)
+    front = plot(table, x, y, report / "figure.png")
+    text = [markdown_table(table, metrics), "", f"Pareto front ({x} vs {y}): {', '.join(front)}"]
+    if failures:
+        text += ["", f"{len(failures)} failed trials:"]
+        text += [f"- {f['method']} / {Path(f['scene']).name} / seed {f['train_seed']}: {f['error']}" for f in failures]
+    (report / "table.md").write_text("\n".join(text) + "\n")
+    (report / "table.json").write_text(json.dumps({"metrics": metrics, "x": x, "y": y, "pareto_front": front,
+                                                   "failed_trials": len(failures), "methods": table}, indent=1))
+    breakdown = [f"## {k} concept{'s' if k > 1 else ''} in the prompt\n\n{markdown_table(t, metrics)}\n"
+                 for k, t in by_concepts(rows, metrics).items()]
+    (report / "by_concepts.md").write_text("\n".join(breakdown))
+    return report

@@ -1,0 +1,130 @@
+"""The paper's metrics as torchmetrics `Metric`s: they accumulate over batches and sum across DDP ranks.
+
+Each metric also has `scores(...)`, the per-image values (the runner writes one row per image), and
+`update(...)` = accumulate `scores(...)`. NaN scores (nothing to score) are left out of the mean.
+
+Masked-concept metrics (identity, CLIP-I, concept accuracy) compare the input concept (the input image,
+black outside its mask) with the generated concept (the generated image, black outside the segmenter's
+mask). Several concepts in one image: `aggregate="mean"` (default) or `"min"` over them. A concept the
+segmenter did not find: `missing="zero"` (default: scores 0, a method that drops a concept is penalised)
+or `"skip"` (left out; an image with no concept found scores NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torchmetrics import Metric
+
+from break_a_scene.errors import UserInputError
+
+Masks = list[list[torch.Tensor | None]]
+
+
+def black_outside(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """image (3, H, W) in [0, 1], mask (H, W) bool or soft (> 0.5 counts) -> the image, black outside."""
+    return image * (mask.float() > 0.5).to(image.dtype)
+
+
+class MeanScore(Metric):
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def accumulate(self, values: torch.Tensor) -> None:
+        values = values.detach().double().flatten()
+        values = values[~torch.isnan(values)]
+        self.total += values.sum().to(self.total.device)
+        self.count += values.numel()
+
+    def update(self, *args, **kwargs) -> None:
+        self.accumulate(self.scores(*args, **kwargs))
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+    def scores(self, *args, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PromptSimilarity(MeanScore):
+    """CLIP cosine between each image and its prompt with the tokens replaced by class names."""
+
+    def __init__(self, clip, **kwargs):
+        super().__init__(**kwargs)
+        self.clip = clip
+
+    def scores(self, images: torch.Tensor, class_prompts: list[str]) -> torch.Tensor:
+        return (self.clip.embed_images(images) * self.clip.embed_texts(class_prompts)).sum(-1).cpu()
+
+
+def _aggregate(per_concept: list[list[float]], how: str) -> torch.Tensor:
+    values = []
+    for scores in per_concept:
+        kept = [s for s in scores if s == s]  # drop NaN (skipped concepts)
+        values.append(float("nan") if not kept else (min(kept) if how == "min" else sum(kept) / len(kept)))
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _check_policies(missing: str, aggregate: str) -> None:
+    if missing not in ("zero", "skip"):
+        raise UserInputError(f"evaluation.missing must be 'zero' or 'skip', not {missing!r}")
+    if aggregate not in ("mean", "min"):
+        raise UserInputError(f"evaluation.aggregate must be 'mean' or 'min', not {aggregate!r}")
+
+
+class MaskedConceptSimilarity(MeanScore):
+    """Cosine between the masked input concept and the masked generated concept under `encoder`."""
+
+    def __init__(self, encoder, missing: Literal["zero", "skip"] = "zero",
+                 aggregate: Literal["mean", "min"] = "mean", **kwargs):
+        super().__init__(**kwargs)
+        _check_policies(missing, aggregate)
+        self.encoder, self.missing, self.aggregate = encoder, missing, aggregate
+
+    def scores(self, images: torch.Tensor, masks: Masks, references: list[torch.Tensor]) -> torch.Tensor:
+        """images (B, 3, H, W); masks[b][j]: concept j's mask in image b or None; references[b]: (k_b, 3, H', W')
+        the masked input concepts, in the same order."""
+        pairs = [(b, j) for b, row in enumerate(masks) for j, mask in enumerate(row) if mask is not None]
+        per_concept = [[0.0 if self.missing == "zero" else float("nan")] * len(row) for row in masks]
+        if pairs:
+            generated = torch.stack([black_outside(images[b], masks[b][j]) for b, j in pairs])
+            reference = torch.stack([references[b][j] for b, j in pairs])
+            cosine = (self.encoder.embed_images(generated) * self.encoder.embed_images(reference)).sum(-1)
+            for (b, j), value in zip(pairs, cosine.tolist()):
+                per_concept[b][j] = value
+        return _aggregate(per_concept, self.aggregate)
+
+
+class IdentitySimilarity(MaskedConceptSimilarity):
+    """The paper's identity similarity: `MaskedConceptSimilarity` under DINO ViT-B/16."""
+
+
+class ImageSimilarity(MaskedConceptSimilarity):
+    """CLIP-I: `MaskedConceptSimilarity` under CLIP's image tower (as later papers report)."""
+
+
+class ConceptAccuracy(MeanScore):
+    """ConceptExpress-style accuracy: each generated concept (masked) is classified by CLIP-image nearest
+    neighbour among every input concept of the benchmark (`gallery`, (C, D) normalised embeddings); a hit when
+    its own concept is in the top `k`. Per image: the share of its concepts hit (a concept not found misses)."""
+
+    def __init__(self, clip, gallery: torch.Tensor, k: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.clip, self.k = clip, k
+        self.register_buffer("gallery", gallery.float(), persistent=False)
+
+    def scores(self, images: torch.Tensor, masks: Masks, concept_ids: list[list[int]]) -> torch.Tensor:
+        pairs = [(b, j) for b, row in enumerate(masks) for j, mask in enumerate(row) if mask is not None]
+        hits = [[0.0] * len(row) for row in masks]
+        if pairs:
+            embedded = self.clip.embed_images(torch.stack([black_outside(images[b], masks[b][j]) for b, j in pairs]))
+            top = (embedded @ self.gallery.to(embedded.device).T).topk(min(self.k, len(self.gallery)), dim=-1).indices
+            for (b, j), row in zip(pairs, top.tolist()):
+                hits[b][j] = float(concept_ids[b][j] in row)
+        return _aggregate(hits, "mean")

@@ -1,0 +1,162 @@
+"""One evaluation trial: a method on a scene with a training seed. Train (or reuse the trial's exported
+pipeline), generate the prompt set with fixed seeds in batches, score, and append one row per image to the
+trial's `rows.csv`. Rerunning skips the rows already written. A crash is recorded in `failed.json` (and,
+by default, does not stop a sweep); `bas-aggregate` gathers every trial's rows.
+
+Trial folder: <evaluation.out_dir>/<method_name>/<scene>/seed_<seed>/ (see conf/evaluate.yaml).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, open_dict
+from tqdm import tqdm
+
+from break_a_scene.errors import UserInputError
+from break_a_scene.evaluation.benchmark_sets import read_index, scene_folder
+from break_a_scene.evaluation.prompts import PAPER_TEMPLATES, EvalPrompt, prompt_set, read_templates
+from break_a_scene.export import MANIFEST, read_manifest
+from break_a_scene.scene import SceneTensors, image_to_tensor, load_scene, prepare_scene
+
+log = logging.getLogger(__name__)
+ROWS_FILE = "rows.csv"
+FAILED_FILE = "failed.json"
+SUMMARY_FILE = "summary.json"
+
+
+def _scene_tensors(folder: str | Path, resolution: int) -> SceneTensors:
+    return prepare_scene(load_scene(folder), resolution)
+
+
+def trial_prompts(cfg: DictConfig, folder: str, tokens: list[str], class_names: list[str]) -> list[EvalPrompt]:
+    if cfg.evaluation.world == "toyworld":
+        from break_a_scene.evaluation.toy import toy_prompt_set
+        from break_a_scene.toyworld.scenes import read_scene_json
+
+        return toy_prompt_set(read_scene_json(folder), tokens, cfg.evaluation.prompts.per_subset,
+                              cfg.evaluation.prompts.seed)
+    templates = cfg.evaluation.prompts.templates
+    templates = PAPER_TEMPLATES if templates == "paper" else read_templates(templates)
+    return prompt_set(tokens, class_names, templates, cfg.evaluation.prompts.max_concepts)
+
+
+def _scorer(cfg: DictConfig, folder: str, tensors: SceneTensors, tokens: list[str], class_names: list[str]):
+    from break_a_scene.evaluation.scorers import ToyScorer, build_paper_scorer
+
+    if cfg.evaluation.world == "toyworld":
+        from break_a_scene.toyworld.judges import load_judge
+
+        return ToyScorer(load_judge(cfg.evaluation.judge))
+    gallery, offset = [tensors], 0
+    if cfg.benchmark.root:
+        gallery, offset = [], None
+        for i, entry in enumerate(read_index(cfg.benchmark.root)):
+            if i == int(cfg.benchmark.scene_index):
+                offset = sum(s.masks.shape[0] for s in gallery)
+            gallery.append(_scene_tensors(Path(cfg.benchmark.root) / entry["name"], tensors.image.shape[-1]))
+    return build_paper_scorer(cfg.evaluation, tensors, tokens, class_names, gallery, offset)
+
+
+def _done_keys(rows: Path) -> set[tuple[str, int]]:
+    if not rows.is_file():
+        return set()
+    with rows.open() as f:
+        return {(row["prompt"], int(row["sample_seed"])) for row in csv.DictReader(f)}
+
+
+def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
+    """Returns the number of rows written now (0 when the trial was already complete)."""
+    from break_a_scene.generate import load_trained_pipeline
+    from break_a_scene.sampling import sample_images
+    from break_a_scene.training import train
+
+    pipeline_dir = trial / "pipeline"
+    if not (pipeline_dir / MANIFEST).is_file():
+        log.info("training %s on %s", cfg.method_name, cfg.data.scene.folder)
+        train(cfg)
+    manifest = read_manifest(pipeline_dir)
+    folder = cfg.data.scene.folder
+    scene = load_scene(folder)
+    tokens = manifest["tokens"][: scene.num_concepts]  # without the background token, if any
+    class_names = scene.class_names or []
+    if cfg.evaluation.world != "toyworld" and len(class_names) != len(tokens):
+        raise UserInputError(f"scene '{folder}' has no classes.txt with one class name per mask; the prompt "
+                             "similarity needs them.")
+    resolution = manifest["resolution"]
+    prompts = trial_prompts(cfg, folder, tokens, class_names)
+    ev = cfg.evaluation
+    jobs = [(p, ev.seed + n * ev.num_images_per_prompt + i) for n, p in enumerate(prompts)
+            for i in range(ev.num_images_per_prompt)]
+    rows_path = trial / ROWS_FILE
+    done = _done_keys(rows_path)
+    todo = [(p, s) for p, s in jobs if (p.prompt, s) not in done]
+    if not todo:
+        return 0
+    tensors = _scene_tensors(folder, resolution)
+    scorer = _scorer(cfg, folder, tensors, tokens, class_names)
+    pipe = load_trained_pipeline(pipeline_dir, ev.device, ev.dtype)
+    image_dir = trial / "images"
+    if ev.save_images:
+        image_dir.mkdir(exist_ok=True)
+    scene_name = Path(folder).name
+    numbers = {(p.prompt, s): n for n, (p, s) in enumerate(jobs)}
+    written = 0
+    bar = tqdm(total=len(todo), desc=f"{cfg.method_name}/{scene_name}", unit="img", disable=not ev.progress)
+    for start in range(0, len(todo), ev.batch_size):
+        chunk = todo[start : start + ev.batch_size]
+        samples = list(sample_images(
+            pipe, [p.prompt for p, _ in chunk], [s for _, s in chunk], resolution, ev.num_inference_steps,
+            ev.guidance_scale, ev.batch_size, tokens if scorer.needs_attention else None,
+            manifest.get("attention_resolution_divisor", 4), progress=False))
+        images = torch.stack([(image_to_tensor(s.image, resolution) + 1) / 2 for s in samples])
+        values = scorer(images, [p for p, _ in chunk], samples)
+        rows = []
+        for b, ((prompt, seed), sample) in enumerate(zip(chunk, samples)):
+            name = ""
+            if ev.save_images:
+                name = f"images/{numbers[(prompt.prompt, seed)]:05d}.png"
+                sample.image.save(trial / name)
+            rows.append({"method": cfg.method_name, "scene": scene_name, "train_seed": cfg.seed,
+                         "prompt": prompt.prompt, "class_prompt": prompt.class_prompt,
+                         "tokens": "|".join(tokens[j] for j in prompt.concepts), "concepts": len(prompt.concepts),
+                         "sample_seed": seed, "image": name, **{k: v[b] for k, v in values.items()}})
+        new_file = not rows_path.is_file()
+        with rows_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if new_file:
+                writer.writeheader()
+            writer.writerows(rows)
+        written += len(rows)
+        bar.update(len(rows))
+    bar.close()
+    summary = {name: float(metric.compute()) for name, metric in scorer.metrics.items()}
+    (trial / SUMMARY_FILE).write_text(json.dumps({"method": cfg.method_name, "scene": scene_name,
+                                                  "train_seed": cfg.seed, "new_rows": written, **summary}, indent=1))
+    return written
+
+
+def run_trial(cfg: DictConfig) -> Path:
+    """Evaluate one trial; a crash is written to failed.json and, with evaluation.continue_on_error, swallowed
+    so that a sweep goes on with its other trials."""
+    trial = Path(cfg.paths.output_dir)
+    if cfg.benchmark.root:
+        with open_dict(cfg):
+            cfg.data.scene.folder = scene_folder(cfg.benchmark.root, cfg.benchmark.scene_index)
+    try:
+        written = evaluate_trial(cfg, trial)
+        (trial / FAILED_FILE).unlink(missing_ok=True)
+        log.info("%s: %d new rows in %s", trial, written, trial / ROWS_FILE)
+    except Exception as err:
+        (trial / FAILED_FILE).write_text(json.dumps({
+            "method": cfg.method_name, "scene": str(cfg.data.scene.folder), "train_seed": cfg.seed,
+            "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}, indent=1))
+        log.error("trial %s failed: %s (recorded in %s)", trial, err, trial / FAILED_FILE)
+        if not cfg.evaluation.continue_on_error:
+            raise
+    return trial

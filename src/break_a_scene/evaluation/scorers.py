@@ -1,0 +1,102 @@
+"""Per-batch scoring of generated images, one scorer per world, both built from `cfg.evaluation`.
+
+A scorer takes the batch's images (B, 3, H, W) in [0, 1], its `EvalPrompt`s and its `Sample`s (for the
+attention maps) and returns {metric name: one value per image}. It also accumulates its torchmetrics
+`Metric`s, whose `compute()` is the trial's summary (summed across ranks under DDP).
+"""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from break_a_scene.evaluation.metrics import (
+    ConceptAccuracy,
+    IdentitySimilarity,
+    ImageSimilarity,
+    MeanScore,
+    PromptSimilarity,
+    black_outside,
+)
+from break_a_scene.evaluation.prompts import EvalPrompt
+from break_a_scene.evaluation.segmenters import Generated
+from break_a_scene.scene import SceneTensors
+
+
+def masked_references(scene: SceneTensors) -> torch.Tensor:
+    """(N, 3, R, R) in [0, 1]: the input image black outside each concept's mask."""
+    image = (scene.image + 1) / 2
+    return torch.stack([black_outside(image, mask) for mask in scene.masks])
+
+
+class PaperScorer:
+    """Prompt similarity (CLIP), identity similarity (DINO), CLIP-I and concept accuracy (top-k for each k)."""
+
+    needs_attention = False
+
+    def __init__(self, clip, dino, segmenter, references: torch.Tensor, tokens: list[str], class_names: list[str],
+                 gallery: torch.Tensor, gallery_ids: list[int], missing: str = "zero", aggregate: str = "mean",
+                 accuracy_k: tuple[int, ...] = (1, 3)):
+        self.segmenter = segmenter
+        self.needs_attention = getattr(segmenter, "uses_attention", False)
+        self.references, self.tokens, self.class_names, self.gallery_ids = references, tokens, class_names, gallery_ids
+        self.metrics: dict[str, MeanScore] = {
+            "prompt_similarity": PromptSimilarity(clip),
+            "identity_similarity": IdentitySimilarity(dino, missing, aggregate),
+            "clip_i": ImageSimilarity(clip, missing, aggregate),
+            **{f"concept_acc{k}": ConceptAccuracy(clip, gallery, k) for k in accuracy_k},
+        }
+
+    def __call__(self, images: torch.Tensor, prompts: list[EvalPrompt], samples) -> dict[str, list[float]]:
+        generated = [Generated(image, [self.tokens[j] for j in p.concepts], [self.class_names[j] for j in p.concepts],
+                               sample.attention) for image, p, sample in zip(images, prompts, samples)]
+        masks = self.segmenter(generated)
+        references = [self.references[list(p.concepts)] for p in prompts]
+        ids = [[self.gallery_ids[j] for j in p.concepts] for p in prompts]
+        values = {}
+        for name, metric in self.metrics.items():
+            if name == "prompt_similarity":
+                scores = metric.scores(images, [p.class_prompt for p in prompts])
+            elif name.startswith("concept_acc"):
+                scores = metric.scores(images, masks, ids)
+            else:
+                scores = metric.scores(images, masks, references)
+            metric.accumulate(scores)
+            values[name] = scores.tolist()
+        values["concepts_found"] = [sum(m is not None for m in row) / len(row) for row in masks]
+        return values
+
+
+class ToyScorer:
+    """The toy world's judge: identity, prompt_following, position, background, all_correct."""
+
+    needs_attention = False
+
+    def __init__(self, judge):
+        from break_a_scene.evaluation.toy import ToyIdentity, ToyPromptFollowing
+
+        self.judge = judge
+        self.metrics: dict[str, MeanScore] = {"identity": ToyIdentity(judge),
+                                              "prompt_following": ToyPromptFollowing(judge)}
+
+    def __call__(self, images: torch.Tensor, prompts: list[EvalPrompt], samples) -> dict[str, list[float]]:
+        from break_a_scene.evaluation.toy import toy_scores
+
+        values = toy_scores(self.judge, images, [p.target for p in prompts])
+        for name, metric in self.metrics.items():
+            metric.accumulate(torch.tensor(values[name]))
+        return values
+
+
+def build_paper_scorer(cfg: DictConfig, scene: SceneTensors, tokens: list[str], class_names: list[str],
+                       gallery_scenes: list[SceneTensors], scene_offset: int) -> PaperScorer:
+    """Load the encoders and segmenter the config names; the concept-accuracy gallery is every concept of
+    `gallery_scenes` (the whole benchmark), this scene's concepts starting at `scene_offset`."""
+    clip = instantiate(cfg.clip)
+    dino = instantiate(cfg.dino)
+    segmenter = instantiate(cfg.segmenter)
+    gallery = torch.cat([clip.embed_images(masked_references(s)) for s in gallery_scenes])
+    ids = list(range(scene_offset, scene_offset + len(tokens)))
+    return PaperScorer(clip, dino, segmenter, masked_references(scene), tokens, class_names, gallery.cpu(), ids,
+                       cfg.missing, cfg.aggregate, tuple(cfg.concept_accuracy_k))

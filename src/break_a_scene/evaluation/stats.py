@@ -1,0 +1,16 @@
+"""Means with bootstrap 95% intervals over independent units (scenes, or scene x seed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mean_ci(values: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap 95% interval; NaNs are dropped (all NaN -> NaN, NaN, NaN)."""
+    array = np.asarray(values, dtype=float)
+    array = array[~np.isnan(array)]
+    if array.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = array[rng.integers(0, len(array), (resamples, len(array)))].mean(axis=1)
+    return float(array.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -1,0 +1,136 @@
+"""The metrics on tiny random encoders loaded from disk through the real loaders."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from break_a_scene.errors import UserInputError
+from break_a_scene.evaluation.encoders import ClipEncoder, DinoEncoder
+from break_a_scene.evaluation.metrics import (
+    ConceptAccuracy,
+    IdentitySimilarity,
+    MeanScore,
+    PromptSimilarity,
+    black_outside,
+)
+
+from .encoders_tiny import save_tiny_clip, save_tiny_dino
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return ClipEncoder.load(f"local-dir:{save_tiny_clip(tmp_path_factory.mktemp('clip'))}", pretrained=None)
+
+
+@pytest.fixture(scope="module")
+def dino(tmp_path_factory):
+    return DinoEncoder.load(str(save_tiny_dino(tmp_path_factory.mktemp("dino"))))
+
+
+def _images(n=3, seed=0):
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_clip_loads_the_saved_weights(tmp_path, clip):
+    import open_clip
+
+    from .encoders_tiny import TINY_CLIP_CFG
+
+    torch.manual_seed(0)
+    original = open_clip.CLIP(**TINY_CLIP_CFG).eval()
+    tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"])
+    assert torch.allclose(clip.embed_texts(["a photo of a cat"]), F.normalize(original.encode_text(tokens), dim=-1),
+                          atol=1e-6)
+    assert clip.embed_images(_images()).shape == (3, 16)
+
+
+def test_missing_weights_say_what_to_download(tmp_path):
+    with pytest.raises(UserInputError, match="cannot load the CLIP model 'ViT-L-14'.*evaluation.clip.pretrained"):
+        ClipEncoder.load("ViT-L-14", pretrained=str(tmp_path / "missing.bin"))
+    with pytest.raises(UserInputError, match="hf download facebook/dino-vitb16"):
+        DinoEncoder.load("facebook/dino-vitb16")
+
+
+def test_prompt_similarity_is_the_cosine_and_accumulates(clip):
+    images, texts = _images(4), ["a photo of a cat", "a dog", "a red car", "snow"]
+    metric = PromptSimilarity(clip)
+    scores = metric.scores(images, texts)
+    expected = (clip.embed_images(images) * clip.embed_texts(texts)).sum(-1)
+    assert torch.allclose(scores.float(), expected, atol=1e-6)
+    metric.update(images[:1], texts[:1])
+    metric.update(images[1:], texts[1:])
+    assert math.isclose(float(metric.compute()), float(expected.mean()), rel_tol=1e-5)
+
+
+def test_identity_of_the_input_concept_itself_is_one(dino):
+    images = _images(2)
+    mask = torch.zeros(32, 32)
+    mask[4:20, 6:30] = 1
+    references = [torch.stack([black_outside(images[0], mask)]), torch.stack([black_outside(images[1], mask)])]
+    metric = IdentitySimilarity(dino)
+    scores = metric.scores(images, [[mask], [mask]], references)
+    assert torch.allclose(scores, torch.ones(2, dtype=torch.float64), atol=1e-5)
+
+
+def test_identity_missing_and_aggregate_policies(dino):
+    images = _images(1)
+    mask = torch.zeros(32, 32)
+    mask[:16] = 1
+    other = torch.zeros(32, 32)
+    other[16:] = 1
+    refs = [torch.stack([black_outside(images[0], mask), black_outside(images[0], other)])]
+    # concept 0 found (cosine 1), concept 1 not found
+    def score(**policy) -> float:
+        return float(IdentitySimilarity(dino, **policy).scores(images, [[mask, None]], refs)[0])
+
+    assert score(missing="zero") == pytest.approx(0.5, abs=1e-5)
+    assert score(missing="skip") == pytest.approx(1.0, abs=1e-5)
+    assert score(missing="zero", aggregate="min") == 0.0
+    skipped = IdentitySimilarity(dino, missing="skip")
+    skipped.update(images, [[None, None]], refs)  # nothing found: NaN, left out of the mean
+    assert torch.isnan(skipped.compute())
+    with pytest.raises(UserInputError, match="evaluation.missing"):
+        IdentitySimilarity(dino, missing="drop")
+
+
+def test_concept_accuracy_finds_each_concept_among_the_gallery(clip):
+    images = _images(3, seed=1)
+    mask = torch.zeros(32, 32)
+    mask[2:30, 2:30] = 1
+    gallery = clip.embed_images(torch.stack([black_outside(image, mask) for image in images]))
+    metric = ConceptAccuracy(clip, gallery, k=1)
+    # image b shows concept b: a hit each; a concept not found is a miss
+    scores = metric.scores(images, [[mask], [mask], [None]], [[0], [1], [2]])
+    assert scores.tolist() == [1.0, 1.0, 0.0]
+    assert metric.scores(images[:1], [[mask]], [[2]]).tolist() == [0.0]  # labelled as another concept
+
+
+def _ddp_worker(rank: int, world: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    metric = MeanScore()
+    metric.accumulate(torch.tensor([1.0, 2.0]) if rank == 0 else torch.tensor([6.0, float("nan")]))
+    out.put((rank, float(metric.compute())))
+    dist.destroy_process_group()
+
+
+def test_mean_score_sums_across_ranks():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = dict(queue.get() for _ in range(2))
+    assert results == {0: 3.0, 1: 3.0}  # (1 + 2 + 6) / 3 on both ranks, NaN left out

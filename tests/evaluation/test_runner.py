@@ -1,0 +1,93 @@
+"""The evaluation runner end to end: the toy world's CPU sweep through the real CLI (every method, a
+crashing trial, resume), and the paper world's metrics on the tiny model with tiny encoders from disk."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from break_a_scene.evaluation.benchmark_sets import build_toy_set
+from break_a_scene.evaluation.runner import run_trial
+
+from ..helpers import FAST, compose_config
+from .encoders_tiny import save_tiny_clip, save_tiny_dino
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+VARIANTS = ["break_a_scene", "paper", "no_phase1", "no_masked_loss", "no_attention_loss", "no_union_sampling",
+            "ti_m", "db_m", "cd_m"]
+TOY_FAST = ["method.phase1_steps=2", "method.phase2_steps=2", "evaluation.prompts.per_subset=1",
+            "evaluation.num_images_per_prompt=1", "evaluation.num_inference_steps=4", "evaluation.progress=false",
+            "trainer.enable_model_summary=false"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_toy_sweep_every_method_failure_resume_and_aggregate(tmp_path):
+    bench = build_toy_set(tmp_path / "bench", count=2, seed=0)  # scene_000: 2 objects, scene_001: 3
+    (bench / "scene_001" / "mask1.png").write_bytes(b"not a png")  # its trials crash before training
+    out = tmp_path / "eval"
+    command = [str(BIN / "bas-evaluate"), "-m", "-cd", str(REPO / "experiments"), "+sweep=toyworld_cpu",
+               f"benchmark.root={bench}", "benchmark.scene_index=0,1", f"evaluation.out_dir={out}", *TOY_FAST]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for variant in VARIANTS:
+        rows = _rows(out / variant / "scene_000" / "seed_0" / "rows.csv")
+        assert len(rows) == 3  # subsets {0}, {1}, {0, 1}: one prompt and one image each
+        assert {r["method"] for r in rows} == {variant}
+        assert sorted(int(r["concepts"]) for r in rows) == [1, 1, 2]
+        failed = json.loads((out / variant / "scene_001" / "seed_0" / "failed.json").read_text())
+        assert "mask1.png" in failed["error"]
+    pipeline = out / "ti_m" / "scene_000" / "seed_0" / "pipeline" / "break_a_scene.json"
+    stamp = pipeline.stat().st_mtime_ns
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert pipeline.stat().st_mtime_ns == stamp  # reused, not retrained
+    assert len(_rows(out / "ti_m" / "scene_000" / "seed_0" / "rows.csv")) == 3  # nothing appended
+
+    report = subprocess.run([str(BIN / "bas-aggregate"), str(out)], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    table = json.loads((out / "aggregate" / "table.json").read_text())
+    assert set(table["methods"]) == set(VARIANTS)
+    assert table["failed_trials"] == len(VARIANTS)
+    for stats in table["methods"].values():
+        assert stats["images"] == 3 and stats["units"] == 1
+        assert all(math.isfinite(stats[m][0]) and 0 <= stats[m][0] <= 1 for m in table["metrics"])
+    assert (out / "aggregate" / "figure.png").stat().st_size > 1000
+
+
+def test_paper_world_metrics_on_the_tiny_model(tmp_path, scene_dir):
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a photo of {} in the snow\n")
+    overrides = [
+        *[o for o in FAST if not o.startswith("callbacks.")], "evaluation/segmenter=attention",
+        f"data.scene.folder={scene_dir}", f"evaluation.prompts.templates={templates}",
+        f"evaluation.clip.model_name=local-dir:{save_tiny_clip(tmp_path / 'clip')}", "evaluation.clip.pretrained=null",
+        f"evaluation.dino.name_or_path={save_tiny_dino(tmp_path / 'dino')}", "evaluation.num_images_per_prompt=2",
+        "evaluation.num_inference_steps=3", "evaluation.dtype=float32", "evaluation.batch_size=4",
+        "evaluation.progress=false", "evaluation.continue_on_error=false",
+    ]
+    cfg = compose_config("evaluate", overrides, tmp_path)
+    trial = run_trial(cfg)
+    rows = _rows(trial / "rows.csv")
+    assert len(rows) == 6  # subsets {0}, {1}, {0, 1} x 2 images
+    assert rows[4]["prompt"] == "a photo of <asset0> and <asset1> in the snow"
+    assert rows[4]["class_prompt"] == "a photo of a red box and a blue box in the snow"
+    assert [int(r["sample_seed"]) for r in rows] == [0, 1, 2, 3, 4, 5]
+    for row in rows:
+        assert -1 <= float(row["prompt_similarity"]) <= 1
+        assert -1 <= float(row["identity_similarity"]) <= 1 and -1 <= float(row["clip_i"]) <= 1
+        assert float(row["concept_acc1"]) <= float(row["concept_acc3"]) == 1.0  # 2 concepts: top-3 always hits
+        assert float(row["concepts_found"]) == 1.0  # every prompted token has its attention map
+        assert (trial / row["image"]).is_file()
+    summary = json.loads((trial / "summary.json").read_text())
+    mean = sum(float(r["prompt_similarity"]) for r in rows) / 6
+    assert math.isclose(summary["prompt_similarity"], mean, rel_tol=1e-6)
