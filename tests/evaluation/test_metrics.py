@@ -112,7 +112,7 @@ def _ddp_worker(rank: int, world: int, port: int, out) -> None:
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     metric = MeanScore()
-    metric.accumulate(torch.tensor([1.0, 2.0]) if rank == 0 else torch.tensor([6.0, float("nan")]))
+    metric.update(scores=torch.tensor([1.0, 2.0]) if rank == 0 else torch.tensor([6.0, float("nan")]))
     out.put((rank, float(metric.compute())))
     dist.destroy_process_group()
 

@@ -42,6 +42,9 @@ class ClipEncoder(torch.nn.Module):
         `local-dir:/path` (open_clip_config.json + weights) or `hf-hub:org/repo` from the local HF cache."""
         import open_clip
 
+        from break_a_scene.generate import resolve_device
+
+        device = resolve_device(device)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, device=device, cache_dir=cache_dir, require_pretrained=True)
@@ -82,6 +85,9 @@ class DinoEncoder(torch.nn.Module):
     def load(cls, name_or_path: str = "facebook/dino-vitb16", device: str = "cpu") -> "DinoEncoder":
         from transformers import ViTModel
 
+        from break_a_scene.generate import resolve_device
+
+        device = resolve_device(device)
         try:
             model = ViTModel.from_pretrained(name_or_path, local_files_only=True, add_pooling_layer=False)
         except OSError as err:

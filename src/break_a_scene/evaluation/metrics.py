@@ -1,7 +1,7 @@
 """The paper's metrics as torchmetrics `Metric`s: they accumulate over batches and sum across DDP ranks.
 
-Each metric also has `scores(...)`, the per-image values (the runner writes one row per image), and
-`update(...)` = accumulate `scores(...)`. NaN scores (nothing to score) are left out of the mean.
+Each metric also has `scores(...)`, the per-image values (the runner writes one row per image);
+`update(...)` accumulates them. NaN scores (nothing to score) are left out of the mean.
 
 Masked-concept metrics (identity, CLIP-I, concept accuracy) compare the input concept (the input image,
 black outside its mask) with the generated concept (the generated image, black outside the segmenter's
@@ -36,14 +36,13 @@ class MeanScore(Metric):
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def accumulate(self, values: torch.Tensor) -> None:
-        values = values.detach().double().flatten()
+    def update(self, *args, scores: torch.Tensor | None = None, **kwargs) -> None:
+        """Accumulate a batch: its scores computed from the inputs, or given as `scores=` by a caller that
+        already has them (the runner, which also writes them to its rows)."""
+        values = (self.scores(*args, **kwargs) if scores is None else scores).detach().double().flatten()
         values = values[~torch.isnan(values)]
         self.total += values.sum().to(self.total.device)
         self.count += values.numel()
-
-    def update(self, *args, **kwargs) -> None:
-        self.accumulate(self.scores(*args, **kwargs))
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)

@@ -62,7 +62,7 @@ class PaperScorer:
                 scores = metric.scores(images, masks, ids)
             else:
                 scores = metric.scores(images, masks, references)
-            metric.accumulate(scores)
+            metric.update(scores=scores)
             values[name] = scores.tolist()
         values["concepts_found"] = [sum(m is not None for m in row) / len(row) for row in masks]
         return values
@@ -85,7 +85,7 @@ class ToyScorer:
 
         values = toy_scores(self.judge, images, [p.target for p in prompts])
         for name, metric in self.metrics.items():
-            metric.accumulate(torch.tensor(values[name]))
+            metric.update(scores=torch.tensor(values[name]))
         return values
 
 

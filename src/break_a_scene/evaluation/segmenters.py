@@ -72,6 +72,9 @@ class PanopticSegmenter:
              **kwargs) -> "PanopticSegmenter":
         from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
 
+        from break_a_scene.generate import resolve_device
+
+        device = resolve_device(device)
         try:
             processor = AutoImageProcessor.from_pretrained(name_or_path, local_files_only=True)
             model = AutoModelForUniversalSegmentation.from_pretrained(name_or_path, local_files_only=True)
