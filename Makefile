@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo demo-photo test test-slow bench lint clean reproduce-toy reproduce-paper
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,17 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# Break-A-Scene in the toy world on the CPU: the shipped star + ring scene -> two learned tokens -> new images.
+TOY_PROMPTS = '["a photo of <asset0> on the left on a navy background","a photo of <asset1> in the middle on a beige background","a photo of <asset0> on the left and <asset1> on the right on a black background"]'
 demo: install
+	$(BIN)/bas-train experiment=toyworld hydra.run.dir=outputs/demo
+	$(BIN)/bas-generate pipeline=outputs/demo/pipeline hydra.run.dir=outputs/demo/samples \
+		generation.prompts=$(TOY_PROMPTS) generation.num_images_per_prompt=4 \
+		generation.num_inference_steps=25 generation.guidance_scale=5
+
+# The code path of the photo example (coffee cup, saucer, spoon) with a random tiny model: it runs, it learns
+# nothing. On a GPU with SD 2.1-base: bas-train experiment=official data.scene.folder=<your scene>.
+demo-photo: install
 	$(BIN)/bas-train experiment=demo
 	$(BIN)/bas-generate pipeline=outputs/demo/pipeline hydra.run.dir=outputs/demo/samples \
 		generation.num_inference_steps=25
@@ -32,6 +42,21 @@ test-slow: install
 
 bench: install
 	$(BIN)/python experiments/bench_train_step.py
+
+# The paper's comparison in the toy world on the CPU: every method, ablation and baseline x 3 toy scenes.
+reproduce-toy: install
+	test -f outputs/benchmarks/toyworld/index.json || $(BIN)/bas-benchmark toyworld --count 3 --out outputs/benchmarks/toyworld
+	$(BIN)/bas-evaluate -m -cd experiments +sweep=toyworld_cpu
+	$(BIN)/bas-aggregate outputs/evaluation_toyworld
+
+# The paper's comparison on a GPU: needs SD 2.1-base, CLIP ViT-L/14, DINO ViT-B/16 and MaskFormer in the HF
+# cache and a COCO download (COCO=path holding annotations/instances_val2017.json and val2017/).
+COCO ?= data/coco
+reproduce-paper: install
+	test -f data/coco_scenes/index.json || $(BIN)/bas-benchmark coco \
+		--annotations $(COCO)/annotations/instances_val2017.json --images $(COCO)/val2017 --out data/coco_scenes
+	$(BIN)/bas-evaluate -m -cd experiments +sweep=paper_gpu
+	$(BIN)/bas-aggregate outputs/evaluation
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -12,13 +12,22 @@ import torch
 import torch.nn.functional as F
 
 MaskNormalization = Literal["none", "area"]
+MaskDownsampling = Literal["nearest", "max"]
 
 
-def resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
-    """Nearest-neighbour downsampling, as the released code does: (..., H, W) -> (..., size, size)."""
+def resize_masks(masks: torch.Tensor, size: int, mode: MaskDownsampling = "nearest") -> torch.Tensor:
+    """(..., H, W) -> (..., size, size). "nearest" is the released code's; it can drop thin parts of an object
+    (a ring's outline keeps 2 of its cells at 8x8). "max" max-pools: a cell is in the mask when any of its
+    pixels is, so thin and small objects survive downsampling."""
     lead = masks.shape[:-2]
     flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
-    return F.interpolate(flat, size=(size, size), mode="nearest").reshape(*lead, size, size)
+    if mode == "max":
+        small = F.adaptive_max_pool2d(flat, (size, size))
+    elif mode == "nearest":
+        small = F.interpolate(flat, size=(size, size), mode="nearest")
+    else:
+        raise ValueError(f"mask downsampling must be 'nearest' or 'max', not {mode!r}")
+    return small.reshape(*lead, size, size)
 
 
 def masked_diffusion_loss(

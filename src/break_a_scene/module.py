@@ -68,6 +68,7 @@ class BreakASceneModule(L.LightningModule):
         attention_resolution_divisor: int = 4,
         attention_capture: Literal["loss_layers", "released"] = "loss_layers",
         gradient_checkpointing: bool = False,
+        mask_downsampling: Literal["nearest", "max"] = "nearest",
         phase1_trainable: Trainable = "tokens",
         phase2_trainable: Trainable = "all",
     ):
@@ -202,7 +203,7 @@ class BreakASceneModule(L.LightningModule):
 
         pred_inst, target_inst = pred[:instances], target[:instances]
         if self.hparams.masked_loss:
-            mask = resize_masks(batch["union_mask"], latents.shape[-1])  # (B, 1, h, w)
+            mask = resize_masks(batch["union_mask"], latents.shape[-1], self.hparams.mask_downsampling)  # (B,1,h,w)
             loss_rec = masked_diffusion_loss(pred_inst, target_inst, mask, self.hparams.mask_normalization)
         else:
             loss_rec = F.mse_loss(pred_inst.float(), target_inst.float())
@@ -216,7 +217,7 @@ class BreakASceneModule(L.LightningModule):
         if self.capture is not None:
             positions = token_positions(batch["input_ids"], batch["token_ids"])
             maps = self.capture.token_maps(positions)  # (B, K, r, r)
-            targets = resize_masks(batch["masks"], self.attention_resolution)
+            targets = resize_masks(batch["masks"], self.attention_resolution, self.hparams.mask_downsampling)
             loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])
             loss = loss + self.hparams.lambda_attention * loss_attn
             logs["loss_attention"] = loss_attn

@@ -56,9 +56,10 @@ def _token_names(cfg: DictConfig, num_masks: int) -> list[str]:
 
 
 def _initializer_words(cfg: DictConfig, num_masks: int) -> list[str] | None:
-    words = list(cfg.data.initializer_words) if cfg.data.initializer_words else None
-    if words is None:
+    words = cfg.data.initializer_words
+    if not words:
         return None
+    words = [words] * num_masks if isinstance(words, str) else list(words)  # one word for every mask
     if len(words) != num_masks:
         raise UserInputError(
             f"data.initializer_words has {len(words)} words for {num_masks} masks; give exactly one word per mask, "
