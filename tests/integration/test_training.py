@@ -175,3 +175,10 @@ def test_baselines_train_what_the_paper_says(tmp_path, scene_dir, variant):
     else:  # everything from the first step, at the phase-2 lr
         assert kv < changed and any(not torch.equal(text0[n], text1[n]) for n in text0)
         assert trainer.optimizers[0].param_groups[0]["lr"] == cfg.method.phase2_lr
+
+
+def test_one_initializer_word_for_every_mask(tmp_path, scene_dir):
+    from break_a_scene.training import check_inputs
+
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "data.initializer_words=box"], tmp_path)
+    assert check_inputs(cfg).initializer_words == ["box", "box"]

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from break_a_scene.losses import cross_attention_loss, masked_diffusion_loss, prior_preservation_loss, resize_masks
@@ -56,3 +57,13 @@ def test_resize_masks_is_nearest():
     out = resize_masks(mask, 2)
     assert out.shape == (1, 2, 2)
     assert out.tolist() == [[[1.0, 0.0], [0.0, 0.0]]]
+
+
+def test_max_downsampling_keeps_what_nearest_drops():
+    mask = torch.zeros(1, 32, 32)
+    mask[0, 5, 9] = 1.0  # nearest samples pixels (4i, 4j): (4, 8) is empty
+    assert resize_masks(mask, 8).sum() == 0
+    pooled = resize_masks(mask, 8, mode="max")
+    assert pooled.sum() == 1 and pooled[0, 1, 2] == 1
+    with pytest.raises(ValueError, match="'nearest' or 'max'"):
+        resize_masks(mask, 8, mode="area")

@@ -23,9 +23,12 @@ def _user_error(err: BaseException) -> UserInputError | None:
     return None
 
 
-def friendly_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+def friendly_errors(task: Callable[[DictConfig], object] | None = None, *, remove_output: bool = True):
     """Turn `UserInputError` into one line on stderr and exit status 2, removing the run's output folder
-    (Hydra creates it before the task runs; nothing has been written to it but Hydra's own files)."""
+    (Hydra creates it before the task runs; nothing has been written to it but Hydra's own files). Entry
+    points whose folder may hold earlier results (an evaluation trial) keep it: `remove_output=False`."""
+    if task is None:
+        return functools.partial(friendly_errors, remove_output=remove_output)
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig):
@@ -35,8 +38,8 @@ def friendly_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfi
             err = _user_error(raised)
             if err is None:
                 raise
-            output_dir = Path(HydraConfig.get().runtime.output_dir)
-            shutil.rmtree(output_dir, ignore_errors=True)
+            if remove_output:
+                shutil.rmtree(Path(HydraConfig.get().runtime.output_dir), ignore_errors=True)
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
 

@@ -13,7 +13,7 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
-@friendly_errors
+@friendly_errors(remove_output=False)  # a trial folder may hold a trained pipeline and rows from before
 def main(cfg: DictConfig) -> None:
     from break_a_scene.evaluation.runner import run_trial
 

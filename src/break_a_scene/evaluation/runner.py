@@ -100,7 +100,8 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
         return 0
     tensors = _scene_tensors(folder, resolution)
     scorer = _scorer(cfg, folder, tensors, tokens, class_names)
-    pipe = load_trained_pipeline(pipeline_dir, ev.device, ev.dtype)
+    dtype = ev.dtype if ev.dtype != "auto" else ("float16" if torch.cuda.is_available() else "float32")
+    pipe = load_trained_pipeline(pipeline_dir, ev.device, dtype)
     image_dir = trial / "images"
     if ev.save_images:
         image_dir.mkdir(exist_ok=True)
