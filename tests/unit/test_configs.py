@@ -41,13 +41,16 @@ def test_experiment_composes(name, tmp_path):
     assert data.loader.union_sampling == expected["union"]
     assert data.prior_preservation.enabled == expected["prior"]
     assert list(cfg.optimizer.betas) == expected["betas"]
-    assert method.phase1_lr == 5e-4 and method.phase2_lr == 2e-6 and method.mask_normalization == "none"
+    lrs = (2e-3, 1e-4) if name == "toyworld" else (5e-4, 2e-6)  # the toy model's own (README, "The toy world")
+    assert (method.phase1_lr, method.phase2_lr) == lrs and method.mask_normalization == "none"
+    assert method.mask_downsampling == ("max" if name == "toyworld" else "nearest")
     assert cfg.trainer.gradient_clip_val == 1.0
     if name == "demo":
         assert cfg.model.resolution == 64 and cfg.trainer.accelerator == "cpu"
         assert Path(data.scene.folder).is_dir()
     elif name == "toyworld":
         assert cfg.model.resolution == 32 and method.attention_resolution_divisor == 2
+        assert data.initializer_words == "photo"
         assert Path(data.scene.folder).is_dir() and cfg.model.components.pretrained_model_name_or_path.endswith(
             "assets/toyworld/model")
     else:
