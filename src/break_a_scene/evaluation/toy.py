@@ -34,11 +34,9 @@ class _JudgedScore(MeanScore):
         super().__init__(**kwargs)
         self.judge = judge.eval()
 
-    @torch.no_grad()
     def scores(self, images: torch.Tensor, targets: list[ToyPrompt]) -> torch.Tensor:
         """images (B, 3, H, W) in [0, 1] at the judge's resolution."""
-        readings = read_images(self.judge, images * 2 - 1)
-        return torch.tensor([score_reading(t, r)[self.key] for t, r in zip(targets, readings)], dtype=torch.float64)
+        return torch.tensor(toy_scores(self.judge, images, targets)[self.key], dtype=torch.float64)
 
 
 class ToyIdentity(_JudgedScore):
