@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -41,3 +43,30 @@ class UnetChecksum(L.Callback):
         for param in module.unet.parameters():
             digest.update(param.detach().cpu().numpy().tobytes())
         Path(f"{self.path}.rank{trainer.global_rank}").write_text(digest.hexdigest())
+
+
+class KillAtStep(L.Callback):
+    """Kills its own process with SIGKILL once `step` optimizer steps are done: a crash no handler sees."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillDuringExport(L.Callback):
+    """Kills its own process with SIGKILL after the export has written the pipeline's files but before it
+    has moved them into place."""
+
+    def on_fit_start(self, trainer, module) -> None:
+        from break_a_scene import export
+
+        original = export.save_pipeline_dir
+
+        def save_then_die(*args, **kwargs):
+            original(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        export.save_pipeline_dir = save_then_die

@@ -22,7 +22,9 @@ class UnionSamplingDataset(Dataset):
     """Sample i draws k ~ U{1..N} (k = 1 without union sampling), a random k-subset in random order, the
     prompt "a photo of <a> and <b>" and a joint horizontal flip with probability `flip_p`.
 
-    Each index has its own generator seeded from (seed, i), so draws do not depend on workers or ranks.
+    Each index has its own generator seeded from (seed, offset + i), so draws do not depend on workers, ranks
+    or on where a resumed run starts; the same generator gives the sample's `noise_seed`, from which the
+    training step draws its latents, noise and timestep.
     With class images (prior preservation), sample i also carries class image i mod M and its prompt.
     With `solid_background` (the paper's baselines, TI-m / DB-m / CD-m), the chosen concepts are pasted on a
     random solid colour instead of the rest of the scene.
@@ -36,6 +38,7 @@ class UnionSamplingDataset(Dataset):
         token_ids: list[int],
         length: int,
         seed: int = 0,
+        offset: int = 0,
         union_sampling: bool = True,
         flip_p: float = 0.5,
         prompt_prefix: str = "a photo of ",
@@ -52,6 +55,7 @@ class UnionSamplingDataset(Dataset):
         self.token_ids = torch.tensor(token_ids)
         self.length = length
         self.seed = seed
+        self.offset = offset
         self.union_sampling = union_sampling
         self.flip_p = flip_p
         self.prompt_prefix = prompt_prefix
@@ -64,7 +68,7 @@ class UnionSamplingDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.offset + index)
         count = len(self.token_names)
         k = int(torch.randint(1, count + 1, (1,), generator=generator)) if self.union_sampling else 1
         chosen = torch.randperm(count, generator=generator)[:k]
@@ -82,6 +86,7 @@ class UnionSamplingDataset(Dataset):
             "token_ids": self.token_ids[chosen],  # (k,)
             "input_ids": tokenize(self.tokenizer, [prompt])[0],  # (T,), T = tokenizer.model_max_length
             "prompt": prompt,
+            "noise_seed": int(torch.randint(0, 2**62, (1,), generator=generator)),
         }
         if self.class_images is not None:
             item["class_pixel_values"] = self.class_images[index % len(self.class_images)]
@@ -111,6 +116,7 @@ def collate_union_samples(items: list[dict]) -> dict:
         "union_mask": masks.amax(dim=1, keepdim=True),
         "input_ids": torch.stack([item["input_ids"] for item in items]),
         "prompts": [item["prompt"] for item in items],
+        "noise_seed": torch.tensor([item["noise_seed"] for item in items]),
     }
     if "class_pixel_values" in items[0]:
         batch["class_pixel_values"] = torch.stack([item["class_pixel_values"] for item in items])
@@ -119,7 +125,11 @@ def collate_union_samples(items: list[dict]) -> dict:
 
 
 class UnionSamplingDataModule(L.LightningDataModule):
-    """Serves `total_steps` batches per rank of union samples of one scene."""
+    """Serves the union samples of `total_steps` optimizer steps (times gradient accumulation) on every rank.
+
+    A resumed run starts the stream at the restored step, so it sees the samples an uninterrupted run
+    would have seen from there on.
+    """
 
     def __init__(
         self,
@@ -149,12 +159,20 @@ class UnionSamplingDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.dataset: UnionSamplingDataset | None = None
 
-    def setup(self, stage: str) -> None:
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        length = max(self.total_steps, 1) * self.batch_size * world_size
-        self.dataset = UnionSamplingDataset(length=length, **self.dataset_kwargs)
+    def _samples_per_step(self) -> int:
+        """Samples that one optimizer step consumes across all ranks."""
+        if self.trainer is None:
+            return self.batch_size
+        return self.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
+        # Lightning counts a resumed epoch's batches from where the checkpoint stopped and ends the epoch at the
+        # loader's length, so the loader keeps its full length and the stream starts at the restored step.
+        done = self.trainer.global_step if self.trainer is not None else 0
+        self.dataset = UnionSamplingDataset(
+            length=max(self.total_steps, 1) * self._samples_per_step(), offset=done * self._samples_per_step(),
+            **self.dataset_kwargs,
+        )
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,

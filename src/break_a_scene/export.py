@@ -10,6 +10,7 @@ from pathlib import Path
 
 from break_a_scene.errors import UserInputError
 from break_a_scene.models import DiffusionComponents, save_pipeline_dir
+from break_a_scene.tokens import plain_token_embedding
 
 MANIFEST = "break_a_scene.json"
 
@@ -18,17 +19,49 @@ def export_pipeline(components: DiffusionComponents, path: str | Path, manifest:
     """Write the pipeline and manifest to a temporary sibling, then move it into place in one rename."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(final)
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        save_pipeline_dir(components, staging)
+        with plain_token_embedding(components.text_encoder):
+            save_pipeline_dir(components, staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        check_export_target(final)
+        previous = final.with_name(f".{final.name}.partial-{os.getpid()}-previous")
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, previous)  # an earlier export of ours: swapped out, then removed
         os.replace(staging, final)
+        shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def check_export_target(path: str | Path) -> None:
+    """Refuse an export target that exists and is not an earlier export: it is not ours to replace."""
+    path = Path(path)
+    if path.exists() and not (path / MANIFEST).is_file():
+        raise UserInputError(
+            f"export target '{path}' exists and is not a Break-A-Scene export (no {MANIFEST}); it will not be "
+            f"replaced. Move it away or set callbacks.export.dirpath to another folder."
+        )
+
+
+def _remove_stale_staging(final: Path) -> None:
+    """Remove what an earlier export to `final` left when it was killed (its process is gone)."""
+    for staging in final.parent.glob(f".{final.name}.partial-*"):
+        pid = staging.name.split(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -39,4 +72,9 @@ def read_manifest(path: str | Path) -> dict:
             f"'{path}' is not a Break-A-Scene output: it has no {MANIFEST}. Point to the `pipeline` folder that "
             f"training wrote (e.g. outputs/<run>/pipeline)."
         )
-    return json.loads(file.read_text())
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise UserInputError(
+            f"'{file}' is not valid JSON ({err}); the export is damaged. Export it again, or restore the file."
+        ) from None

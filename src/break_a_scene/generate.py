@@ -8,6 +8,7 @@ all and `index.html` shows them as a sortable contact sheet (also a W&B table wi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,20 @@ def default_prompts(tokens: list[str], template: str = DEFAULT_TEMPLATE) -> list
     return prompts
 
 
+def check_prompts(prompts: list[str], tokens: list[str]) -> None:
+    """Every prompt names a learned token, and no token-like `<...>` that was not learned (it would be read
+    as plain text and generate silently)."""
+    for prompt in prompts:
+        unknown = [word for word in re.findall(r"<[^<>\s]+>", prompt) if word not in tokens]
+        if unknown:
+            raise UserInputError(
+                f"prompt {prompt!r} names {', '.join(unknown)}, which this pipeline did not learn; its tokens are "
+                f"{', '.join(tokens)}."
+            )
+        if not any(token in prompt for token in tokens):
+            raise UserInputError(f"prompt {prompt!r} uses none of the learned tokens {tokens}; put one in it.")
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -40,7 +55,14 @@ def resolve_device(device: str) -> str:
 
 def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32") -> DiffusionPipeline:
     read_manifest(path)  # a clear error when this is not a trained output
-    pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype), local_files_only=True)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype), local_files_only=True)
+    except Exception as err:  # missing or truncated weights, a broken model_index.json, ...: the files, not us
+        raise UserInputError(
+            f"the trained pipeline in '{path}' cannot be loaded ({type(err).__name__}: {err}); its files are "
+            f"incomplete or damaged. Export it again (resume its training run with ckpt_path=...), or point "
+            f"pipeline= at an intact export."
+        ) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(resolve_device(device))
 
@@ -64,9 +86,7 @@ def generate(
     manifest = read_manifest(pipeline)
     tokens = manifest["tokens"]
     prompts = list(prompts) if prompts else default_prompts(tokens)
-    unknown = [p for p in prompts if not any(t in p for t in tokens)]
-    if unknown:
-        raise UserInputError(f"prompt {unknown[0]!r} uses none of the learned tokens {tokens}; put one in it.")
+    check_prompts(prompts, tokens)
     if num_images_per_prompt < 1 or batch_size < 1:
         raise UserInputError("num_images_per_prompt and batch_size must be at least 1.")
     pipe = load_trained_pipeline(pipeline, device, dtype)

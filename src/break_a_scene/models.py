@@ -105,13 +105,24 @@ def load_pretrained(
         )
     kwargs = {"variant": variant} if variant else {}
     # training keeps fp32 master weights whatever the files hold (the toy world ships fp16)
+    try:
+        return _load_parts(root, pretrained_model_name_or_path, kwargs)
+    except Exception as err:  # missing or truncated weights, broken configs: the files, not us
+        raise UserInputError(
+            f"the model in '{root}' cannot be loaded ({type(err).__name__}: {err}); its files are incomplete or "
+            f"damaged. Download it again (`hf download {pretrained_model_name_or_path}`) or point "
+            f"model.pretrained_model_name_or_path at an intact diffusers pipeline directory."
+        ) from None
+
+
+def _load_parts(root: Path, source: str, kwargs: dict) -> DiffusionComponents:
     return DiffusionComponents(
         tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=torch.float32, **kwargs),
         vae=_vae_class(root).from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **kwargs),
         unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=torch.float32, **kwargs),
         noise_scheduler=DDPMScheduler.from_pretrained(root, subfolder="scheduler"),
-        source=pretrained_model_name_or_path,
+        source=source,
     )
 
 

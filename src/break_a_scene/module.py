@@ -26,7 +26,7 @@ from break_a_scene.losses import (
     resize_masks,
 )
 from break_a_scene.models import DiffusionComponents
-from break_a_scene.tokens import FrozenRows, PlaceholderTokens, token_slug
+from break_a_scene.tokens import PlaceholderTokens, TokenRowsEmbedding, split_token_rows, token_slug
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Trainable = Literal["tokens", "all", "cross_attention_kv"]
@@ -85,7 +85,7 @@ class BreakASceneModule(L.LightningModule):
         self.tokens = tokens
         self.optimizer_factory = optimizer
         self.phase = 1 if phase1_steps > 0 else 2
-        self.frozen_rows: FrozenRows | None = None
+        split_token_rows(self.text_encoder, tokens.ids)
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
         # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
@@ -121,25 +121,28 @@ class BreakASceneModule(L.LightningModule):
     def _cross_attention_kv(self) -> list[torch.nn.Parameter]:
         return [p for name, p in self.unet.named_parameters() if ".attn2.to_k." in name or ".attn2.to_v." in name]
 
+    @property
+    def token_rows(self) -> torch.nn.Parameter:
+        """The placeholder tokens' embedding rows, (N, d): the only thing phase 1 trains."""
+        embedding: TokenRowsEmbedding = self.text_encoder.get_input_embeddings()
+        return embedding.rows
+
     def _set_trainable(self) -> None:
-        embedding = self.text_encoder.get_input_embeddings()
         everything = self.trainable == "all"
         self.unet.requires_grad_(everything)
         self.text_encoder.requires_grad_(everything)
         if self.trainable == "cross_attention_kv":
             for param in self._cross_attention_kv():
                 param.requires_grad_(True)
-        embedding.weight.requires_grad_(True)
-        self.frozen_rows = None if everything else FrozenRows(embedding, self.tokens.ids)
+        self.token_rows.requires_grad_(True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self._set_trainable()
         lr = self.hparams.phase1_lr if self.phase == 1 else self.hparams.phase2_lr
-        embedding = self.text_encoder.get_input_embeddings().weight
         if self.trainable == "tokens":
-            return self.optimizer_factory([embedding], lr=lr)
+            return self.optimizer_factory([self.token_rows], lr=lr)
         if self.trainable == "cross_attention_kv":
-            groups = [{"params": [embedding], "lr": self.hparams.phase1_lr},
+            groups = [{"params": [self.token_rows], "lr": self.hparams.phase1_lr},
                       {"params": self._cross_attention_kv(), "lr": self.hparams.phase2_lr}]
             return self.optimizer_factory(groups, lr=lr)
         return self.optimizer_factory([*self.unet.parameters(), *self.text_encoder.parameters()], lr=lr)
@@ -162,10 +165,6 @@ class BreakASceneModule(L.LightningModule):
         if self.capture is not None:
             self.capture.remove()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.frozen_rows is not None:
-            self.frozen_rows.restore()
-
     def _iou_per_token(self, maps: torch.Tensor, targets: torch.Tensor, token_ids: torch.Tensor) -> dict:
         """Attention-to-mask IoU of each token sampled in this batch, averaged over its occurrences."""
         iou = attention_iou(maps, targets)
@@ -184,11 +183,16 @@ class BreakASceneModule(L.LightningModule):
             pixels = torch.cat([pixels, batch["class_pixel_values"]])
             input_ids = torch.cat([input_ids, batch["class_input_ids"]])
 
+        # the step's randomness comes from the batch (its first sample's seed), not from a global RNG state,
+        # so a resumed run draws exactly what an uninterrupted one would
+        generator = torch.Generator(device=pixels.device).manual_seed(int(batch["noise_seed"][0]))
         with torch.no_grad():
-            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample() * self.components.latent_scale
-        noise = torch.randn_like(latents)
+            posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            latents = posterior.sample(generator=generator) * self.components.latent_scale
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         timesteps = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
+            0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator,
+            device=latents.device,
         )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         if self.components.prediction_type == "v_prediction":

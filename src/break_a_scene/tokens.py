@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -80,22 +81,68 @@ def add_placeholder_tokens(
     return PlaceholderTokens(list(names), list(ids), list(initializer_words) if initializer_words else None)
 
 
-class FrozenRows:
-    """Keeps every embedding row except the trainable ones bit-identical (phase 1).
+class TokenRowsEmbedding(torch.nn.Module):
+    """The text encoder's input embedding with the placeholder rows held as their own (N, d) parameter.
 
-    AdamW's weight decay and the gradients of ordinary prompt words ("a", "photo", "of") would otherwise
-    move those rows; `restore` writes the saved rows back after each optimizer step, as the released code does.
+    Phase 1 trains `rows` alone: every other row lives in `base` and is not a trainable tensor, so it stays
+    bit-identical in every step and checkpoint, and AdamW keeps state for N rows instead of the whole
+    vocabulary. Phase 2 trains `base` and `rows` together, which is the same update as one matrix (AdamW
+    and weight decay act element by element, and the rows of `base` behind `rows` get no gradient).
     """
 
-    def __init__(self, embedding: torch.nn.Embedding, trainable_ids: list[int]):
-        self.embedding = embedding
-        self.frozen = torch.ones(embedding.num_embeddings, dtype=torch.bool)
-        self.frozen[trainable_ids] = False
-        self.saved = embedding.weight.detach()[self.frozen].clone()
+    def __init__(self, base: torch.nn.Embedding, ids: list[int]):
+        super().__init__()
+        first = min(ids)
+        if sorted(ids) != list(range(first, first + len(ids))):
+            raise ValueError(f"placeholder ids {ids} are not consecutive")
+        self.base = base
+        self.first_id, self.count = first, len(ids)
+        self.rows = torch.nn.Parameter(base.weight.detach()[first : first + len(ids)].clone())
 
-    @torch.no_grad()
-    def restore(self) -> None:
-        weight = self.embedding.weight
-        if self.saved.device != weight.device:  # the module moved to its accelerator after we were made
-            self.frozen, self.saved = self.frozen.to(weight.device), self.saved.to(weight.device)
-        weight[self.frozen] = self.saved.to(weight.dtype)
+    @property
+    def weight(self) -> torch.Tensor:
+        """The full matrix as one tensor (base with the placeholder rows in place), for reading."""
+        return torch.cat([self.base.weight[: self.first_id], self.rows, self.base.weight[self.first_id + self.count :]])
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.base.num_embeddings
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        local = input_ids - self.first_id
+        is_new = (local >= 0) & (local < self.count)
+        new = torch.nn.functional.embedding(local.clamp(0, self.count - 1), self.rows)
+        return torch.where(is_new.unsqueeze(-1), new.to(self.base.weight.dtype), self.base(input_ids))
+
+    def merged(self) -> torch.nn.Embedding:
+        """A plain embedding holding the learned rows (what an exported pipeline saves)."""
+        merged = torch.nn.Embedding(self.num_embeddings, self.base.embedding_dim, padding_idx=self.base.padding_idx,
+                                    device=self.rows.device, dtype=self.base.weight.dtype)
+        with torch.no_grad():
+            merged.weight.copy_(self.weight)
+        return merged
+
+
+def split_token_rows(text_encoder: CLIPTextModel, ids: list[int]) -> TokenRowsEmbedding:
+    """Hold the placeholder rows of `text_encoder` as their own parameter (see `TokenRowsEmbedding`)."""
+    embedding = text_encoder.get_input_embeddings()
+    if isinstance(embedding, TokenRowsEmbedding):
+        return embedding
+    spliced = TokenRowsEmbedding(embedding, ids)
+    text_encoder.set_input_embeddings(spliced)
+    return spliced
+
+
+@contextlib.contextmanager
+def plain_token_embedding(text_encoder: CLIPTextModel):
+    """Within the block, `text_encoder` holds a plain embedding with the learned rows in place, so it saves
+    as an ordinary CLIP text model; the split embedding is put back afterwards."""
+    embedding = text_encoder.get_input_embeddings()
+    if not isinstance(embedding, TokenRowsEmbedding):
+        yield text_encoder
+        return
+    text_encoder.set_input_embeddings(embedding.merged())
+    try:
+        yield text_encoder
+    finally:
+        text_encoder.set_input_embeddings(embedding)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
@@ -16,10 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from break_a_scene.data import UnionSamplingDataModule
 from break_a_scene.errors import UserInputError
+from break_a_scene.export import MANIFEST, check_export_target
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.module import BreakASceneModule
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
-from break_a_scene.scene import Scene, prepare_scene
+from break_a_scene.outputs import check_writable
+from break_a_scene.scene import Scene, prepare_scene, scene_warnings
 from break_a_scene.tokens import add_placeholder_tokens, check_new_tokens, default_token_names
 
 log = logging.getLogger(__name__)
@@ -68,9 +71,18 @@ def _initializer_words(cfg: DictConfig, num_masks: int) -> list[str] | None:
     return words + (["background"] if cfg.data.background_token else [])
 
 
+def _check_checkpoint(ckpt_path: str | None) -> None:
+    if ckpt_path and ckpt_path not in ("last", "hpc", "registry") and not Path(ckpt_path).is_file():
+        raise UserInputError(
+            f"ckpt_path='{ckpt_path}' is not a file. Point it at a checkpoint a run wrote with callbacks=checkpoint "
+            f"(<run>/checkpoints/last.ckpt)."
+        )
+
+
 def check_inputs(cfg: DictConfig) -> CheckedInputs:
     """Everything that can be wrong with the settings or the inputs, reported before any work is done."""
     check_steps(cfg.method)
+    _check_checkpoint(cfg.get("ckpt_path"))
     scene = instantiate(cfg.data.scene)
     names = _token_names(cfg, scene.num_concepts)
     words = _initializer_words(cfg, scene.num_concepts)
@@ -80,13 +92,41 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     return CheckedInputs(scene, components, names, words)
 
 
+def _class_folder(cfg: DictConfig, components: DiffusionComponents) -> Path:
+    prior = cfg.data.prior_preservation
+    return Path(prior.class_data_dir or default_class_dir(
+        cfg.paths.cache_dir, components.source, prior.class_prompt, cfg.data.resolution
+    ))
+
+
+def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
+    """Every folder the run will write is writable, and the export replaces nothing that is not ours to
+    replace, all found before any work is done."""
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            for key in ("dirpath", "save_dir"):
+                if node is not None and node.get(key):
+                    check_writable(node[key], f"{group}.{name}.{key}")
+    export = (cfg.get("callbacks") or {}).get("export")
+    if export is not None:
+        target = Path(export.dirpath)
+        check_export_target(target)
+        if (target / MANIFEST).is_file() and not (cfg.get("overwrite") or cfg.get("ckpt_path")):
+            raise UserInputError(
+                f"export target '{target}' already holds a trained pipeline; set callbacks.export.dirpath to "
+                f"another folder, or add overwrite=true to replace it."
+            )
+    prior = cfg.data.prior_preservation
+    if prior.enabled and prior.generate_missing:
+        setting = "data.prior_preservation.class_data_dir" if prior.class_data_dir else "paths.cache_dir"
+        check_writable(_class_folder(cfg, components), setting)
+
+
 def _class_images(cfg: DictConfig, components: DiffusionComponents):
     prior = cfg.data.prior_preservation
     if not prior.enabled:
         return None
-    folder = prior.class_data_dir or default_class_dir(
-        cfg.paths.cache_dir, components.source, prior.class_prompt, cfg.data.resolution
-    )
+    folder = _class_folder(cfg, components)
     if prior.generate_missing:
         paths = ensure_class_images(
             components, folder, prior.num_class_images, prior.class_prompt, cfg.data.resolution,
@@ -106,7 +146,11 @@ def _class_images(cfg: DictConfig, components: DiffusionComponents):
 def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSamplingDataModule]:
     """Check the inputs, then build the module, datamodule and trainer of one training run."""
     inputs = check_inputs(cfg)
+    check_outputs(cfg, inputs.components)
     scene_tensors = prepare_scene(inputs.scene, cfg.data.resolution, background=cfg.data.background_token)
+    attention_side = inputs.components.latent_size(cfg.data.resolution) // cfg.method.attention_resolution_divisor
+    for warning in scene_warnings(scene_tensors, inputs.token_names, attention_side):
+        log.warning(warning)
     L.seed_everything(cfg.seed, workers=True)
     class_images = _class_images(cfg, inputs.components)
     tokens = add_placeholder_tokens(

@@ -24,7 +24,7 @@ def test_experiment_composes(name, tmp_path):
     method, data = cfg.method, cfg.data
     expected = {
         "official": dict(phase1=400, phase2=400, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.999]),
-        "paper": dict(phase1=400, phase2=400, masked=True, attn=0.01, union=True, prior=False, betas=[0.9, 0.99]),
+        "paper": dict(phase1=400, phase2=400, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.99]),
         "no_phase1": dict(phase1=0, phase2=400, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.999]),
         "no_masked_loss": dict(phase1=400, phase2=400, masked=False, attn=0.01, union=True, prior=True,
                                betas=[0.9, 0.999]),

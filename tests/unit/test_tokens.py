@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.tokens import FrozenRows, add_placeholder_tokens, check_new_tokens, default_token_names
+from break_a_scene.tokens import (
+    add_placeholder_tokens,
+    check_new_tokens,
+    default_token_names,
+    plain_token_embedding,
+    split_token_rows,
+)
 
 
 def test_default_names():
@@ -53,12 +59,55 @@ def test_repeated_names_are_refused(tiny):
         check_new_tokens(tiny.tokenizer, ["<x>", "<x>"])
 
 
-def test_frozen_rows_restore_all_but_trainable():
-    embedding = torch.nn.Embedding(6, 3)
-    before = embedding.weight.detach().clone()
-    guard = FrozenRows(embedding, [4, 5])
+def test_token_rows_embedding_reads_like_the_full_matrix(tiny):
+    tokens = add_placeholder_tokens(tiny.tokenizer, tiny.text_encoder, default_token_names(2), ["cup", "dog"])
+    full = tiny.text_encoder.get_input_embeddings().weight.detach().clone()
+    ids = tiny.tokenizer(["a photo of <asset1> and <asset0>"], return_tensors="pt").input_ids
+    plain = tiny.text_encoder(ids)[0]
+    spliced = split_token_rows(tiny.text_encoder, tokens.ids)
+    assert [name for name, p in spliced.named_parameters()] == ["rows", "base.weight"]
+    assert torch.equal(spliced.weight, full) and spliced.rows.shape == (2, 32)
+    assert torch.equal(tiny.text_encoder(ids)[0], plain)
+    with plain_token_embedding(tiny.text_encoder) as encoder:
+        assert type(encoder.get_input_embeddings()) is torch.nn.Embedding
+        assert torch.equal(encoder.get_input_embeddings().weight, full)
+    assert tiny.text_encoder.get_input_embeddings() is spliced
+
+
+def test_phase1_on_the_token_rows_equals_the_full_matrix_with_rows_restored(tiny):
+    """The released code trains the whole matrix and writes the other rows back after each step; training
+    the rows alone is the same update (AdamW with weight decay, gradient clipping), 3 steps, within 1e-6."""
+    tokens = add_placeholder_tokens(tiny.tokenizer, tiny.text_encoder, default_token_names(2), ["cup", "dog"])
+    ids = tiny.tokenizer(["a photo of <asset1> and <asset0>", "a photo of <asset0>"], padding="max_length",
+                         max_length=77, return_tensors="pt").input_ids
+    target = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(0))
+    encoder = tiny.text_encoder.requires_grad_(False)
+
+    def step(params, optimizer):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(encoder(ids)[0], target).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+    matrix = encoder.get_input_embeddings().weight
+    start = matrix.detach().clone()
+    matrix.requires_grad_(True)
+    optimizer = torch.optim.AdamW([matrix], lr=5e-3, weight_decay=1e-2)
+    others = torch.ones(matrix.shape[0], dtype=torch.bool)
+    others[tokens.ids] = False
+    for _ in range(3):
+        step([matrix], optimizer)
+        with torch.no_grad():
+            matrix[others] = start[others]
+    expected = matrix.detach()[tokens.ids].clone()
+
     with torch.no_grad():
-        embedding.weight.add_(1.0)
-    guard.restore()
-    assert torch.equal(embedding.weight[:4], before[:4])
-    assert torch.equal(embedding.weight[4:], before[4:] + 1.0)
+        matrix.copy_(start)
+    matrix.requires_grad_(False)
+    rows = split_token_rows(encoder, tokens.ids).rows
+    optimizer = torch.optim.AdamW([rows], lr=5e-3, weight_decay=1e-2)
+    for _ in range(3):
+        step([rows], optimizer)
+    assert not torch.equal(rows.detach(), start[tokens.ids])
+    torch.testing.assert_close(rows.detach(), expected, atol=1e-6, rtol=0)
+    assert torch.equal(encoder.get_input_embeddings().weight[others], start[others])

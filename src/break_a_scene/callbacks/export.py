@@ -1,4 +1,8 @@
-"""Writes the trained model as a diffusers pipeline with its manifest when training ends."""
+"""Writes the trained model as a diffusers pipeline with its manifest when training is complete.
+
+It runs at the end of `fit`, which Lightning reaches also when a resumed run finds every step already done,
+so a run killed during its export finishes the export when it is resumed.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ class ExportPipeline(L.Callback):
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
 
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.global_step < module.total_steps:
             return
         if module.capture is not None:
             module.capture.remove()  # plain processors in the exported model's in-memory copy too

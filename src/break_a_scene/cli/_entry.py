@@ -1,16 +1,16 @@
-"""What every entry point shares: a clean exit on bad input, leaving no output folder behind."""
+"""What every entry point shares: one line and exit status 2 on a user error, removing only what the run
+itself created (see `run_folder`)."""
 
 from __future__ import annotations
 
 import functools
-import shutil
-import sys
-from pathlib import Path
 from typing import Callable
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
+from break_a_scene.cli.run_folder import exit_with, remove_what_this_run_created
 from break_a_scene.errors import UserInputError
 
 
@@ -19,14 +19,17 @@ def _user_error(err: BaseException) -> UserInputError | None:
     while err is not None:
         if isinstance(err, UserInputError):
             return err
+        if isinstance(err, MissingMandatoryValue):
+            key = err.full_key or "a setting"
+            return UserInputError(f"{key} is not set; give it on the command line ({key}=...).")
         err = err.__cause__
     return None
 
 
 def friendly_errors(task: Callable[[DictConfig], object] | None = None, *, remove_output: bool = True):
-    """Turn `UserInputError` into one line on stderr and exit status 2, removing the run's output folder
-    (Hydra creates it before the task runs; nothing has been written to it but Hydra's own files). Entry
-    points whose folder may hold earlier results (an evaluation trial) keep it: `remove_output=False`."""
+    """Turn a user error into one line on stderr and exit status 2. What the run added to its output folder
+    is removed (Hydra's own files, nothing else is written before the checks); entry points whose folder
+    may hold earlier results that the run reuses (an evaluation trial) keep it: `remove_output=False`."""
     if task is None:
         return functools.partial(friendly_errors, remove_output=remove_output)
 
@@ -39,8 +42,7 @@ def friendly_errors(task: Callable[[DictConfig], object] | None = None, *, remov
             if err is None:
                 raise
             if remove_output:
-                shutil.rmtree(Path(HydraConfig.get().runtime.output_dir), ignore_errors=True)
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+                remove_what_this_run_created(HydraConfig.get().runtime.output_dir)
+            exit_with(str(err))
 
     return wrapper
