@@ -50,6 +50,16 @@ def token_positions(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.T
     return torch.where(hits.any(dim=2), hits.float().argmax(dim=2), torch.full_like(token_ids, -1))
 
 
+def clip_grad_norm_with_(grads: list[torch.Tensor], max_norm: float, extra_sq: torch.Tensor) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` on `grads` as if more gradient of squared norm `extra_sq` (one that
+    is not applied) were among them; returns the total norm."""
+    norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+    total = torch.sqrt(norms.pow(2).sum() + extra_sq.to(norms.device))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef.to(grads[0].dtype))
+    return total
+
+
 class BreakASceneModule(L.LightningModule):
     def __init__(
         self,
@@ -146,6 +156,30 @@ class BreakASceneModule(L.LightningModule):
                       {"params": self._cross_attention_kv(), "lr": self.hparams.phase2_lr}]
             return self.optimizer_factory(groups, lr=lr)
         return self.optimizer_factory([*self.unet.parameters(), *self.text_encoder.parameters()], lr=lr)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by the norm that the released code's whole-matrix gradient has: the trainable gradients plus
+        what the frozen embedding rows received (see `TokenRowsEmbedding`)."""
+        frozen = self.text_encoder.get_input_embeddings().take_frozen_rows_grad()
+        if frozen is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        clip_grad_norm_with_(grads, gradient_clip_val, self._frozen_rows_grad_sq(*frozen))
+
+    def _frozen_rows_grad_sq(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Squared norm of the frozen rows' gradient as the whole matrix would hold it: averaged over ranks
+        (as DDP averages), unscaled (as mixed precision unscales before clipping)."""
+        world = self.trainer.world_size
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, (ids.cpu(), rows.cpu()))
+            ids, inverse = torch.unique(torch.cat([i for i, _ in gathered]), return_inverse=True)
+            rows = torch.zeros(len(ids), rows.shape[1]).index_add_(0, inverse, torch.cat([r for _, r in gathered]))
+            rows = rows / world
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            rows = rows / scaler.get_scale()
+        return rows.pow(2).sum()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["break_a_scene_phase"] = self.phase

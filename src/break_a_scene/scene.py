@@ -144,7 +144,7 @@ def load_scene(
                 f"{picture.width}x{picture.height} (both upright, as their EXIF orientation says); masks must have "
                 f"the image's size. Resize the mask."
             )
-        _check_coverage(mask, f"mask '{path}' (read from its {channel} channel; data.mask_channel picks another)")
+        _check_coverage(mask, f"mask '{path}'", after=f" (read from its {channel} channel; data.mask_channel reads another)")
         arrays.append(mask)
     if class_names is not None and len(class_names) != len(arrays):
         raise UserInputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -88,6 +89,11 @@ class TokenRowsEmbedding(torch.nn.Module):
     bit-identical in every step and checkpoint, and AdamW keeps state for N rows instead of the whole
     vocabulary. Phase 2 trains `base` and `rows` together, which is the same update as one matrix (AdamW
     and weight decay act element by element, and the rows of `base` behind `rows` get no gradient).
+
+    One thing the whole-matrix path has that this one would lose: gradient clipping counts the gradient that
+    the frozen rows ("a", "photo", the padding) receive before they are written back. While `base` is frozen,
+    that gradient is kept, row by row, from the backward pass (`take_frozen_rows_grad`), so clipping can count it
+    as the released code does.
     """
 
     def __init__(self, base: torch.nn.Embedding, ids: list[int]):
@@ -98,6 +104,7 @@ class TokenRowsEmbedding(torch.nn.Module):
         self.base = base
         self.first_id, self.count = first, len(ids)
         self.rows = torch.nn.Parameter(base.weight.detach()[first : first + len(ids)].clone())
+        self._frozen_grads: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
     def weight(self) -> torch.Tensor:
@@ -109,10 +116,27 @@ class TokenRowsEmbedding(torch.nn.Module):
         return self.base.num_embeddings
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        looked_up = self.base(input_ids)
+        if torch.is_grad_enabled() and self.rows.requires_grad and not self.base.weight.requires_grad:
+            looked_up = looked_up.detach().requires_grad_(True)
+            looked_up.register_hook(functools.partial(self._keep_frozen_grad, input_ids))
         local = input_ids - self.first_id
         is_new = (local >= 0) & (local < self.count)
         new = torch.nn.functional.embedding(local.clamp(0, self.count - 1), self.rows)
-        return torch.where(is_new.unsqueeze(-1), new.to(self.base.weight.dtype), self.base(input_ids))
+        return torch.where(is_new.unsqueeze(-1), new.to(looked_up.dtype), looked_up)
+
+    def _keep_frozen_grad(self, input_ids: torch.Tensor, grad: torch.Tensor) -> None:
+        self._frozen_grads.append((input_ids.reshape(-1), grad.reshape(-1, grad.shape[-1]).float()))
+
+    def take_frozen_rows_grad(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ids, gradient rows) that the frozen rows received since the last call, summed per id, or None."""
+        if not self._frozen_grads:
+            return None
+        ids = torch.cat([i for i, _ in self._frozen_grads])
+        grads = torch.cat([g for _, g in self._frozen_grads])
+        self._frozen_grads.clear()
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        return unique, torch.zeros(len(unique), grads.shape[1], device=grads.device).index_add_(0, inverse, grads)
 
     def merged(self) -> torch.nn.Embedding:
         """A plain embedding holding the learned rows (what an exported pipeline saves)."""

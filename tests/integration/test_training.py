@@ -41,7 +41,7 @@ class RecordOptimizer(L.Callback):
             "optimizer": id(opt),
             "lr": opt.param_groups[0]["lr"],
             "params": sum(len(g["params"]) for g in opt.param_groups),
-            "adam_step": float(opt.state[first]["step"]),
+            "adam_step": float(opt.state[first]["step"]) if first in opt.state else 0.0,
             "betas": opt.param_groups[0]["betas"],
             "weight_decay": opt.param_groups[0]["weight_decay"],
             "unet_trainable": all(p.requires_grad for p in module.unet.parameters()),
@@ -182,3 +182,17 @@ def test_one_initializer_word_for_every_mask(tmp_path, scene_dir):
 
     cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "data.initializer_words=box"], tmp_path)
     assert check_inputs(cfg).initializer_words == ["box", "box"]
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, scene_dir):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "trainer.accumulate_grad_batches=2"],
+                         tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    recorder = RecordOptimizer()
+    trainer.callbacks.append(recorder)
+    unet_before = [p.detach().clone() for p in module.unet.parameters()]
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 6  # 3 + 3 optimizer steps, 12 batches
+    assert [r["phase"] for r in recorder.rows] == [1] * 6 + [2] * 6
+    assert [r["adam_step"] for r in recorder.rows] == [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0]
+    assert not all(torch.equal(a, b) for a, b in zip(unet_before, module.unet.parameters()))

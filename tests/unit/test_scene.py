@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.scene import load_scene, prepare_scene
+from break_a_scene.scene import SceneTensors, load_scene, prepare_scene, scene_warnings
 from tests.conftest import write_scene
 
 
@@ -83,8 +83,95 @@ def test_full_mask(scene_dir):
 def test_mask_emptied_by_center_crop(tmp_path):
     folder = write_scene(tmp_path / "s", boxes=((0, 10, 10, 30), (40, 10, 60, 30)))
     scene = load_scene(folder=str(folder))
-    with pytest.raises(UserInputError, match="empty after center-cropping"):
+    with pytest.raises(UserInputError, match=r"mask0\.png' keeps 0% of its concept after the square crop "
+                                             r"\(96x64 -> the centre 64x64\); crop or pad the image"):
         prepare_scene(scene, 32)
+
+
+def test_mask_mostly_cut_by_center_crop_warns(tmp_path, caplog):
+    folder = write_scene(tmp_path / "s", boxes=((8, 10, 24, 30), (40, 10, 60, 30)))  # crop keeps x 16..80
+    with caplog.at_level("WARNING"):
+        prepare_scene(load_scene(folder=str(folder)), 32)
+    assert "mask0.png' keeps 50% of its concept" not in caplog.text  # exactly half is kept: no warning
+    folder = write_scene(tmp_path / "t", boxes=((8, 10, 22, 30), (40, 10, 60, 30)))
+    with caplog.at_level("WARNING"):
+        prepare_scene(load_scene(folder=str(folder)), 32)
+    assert "mask0.png' keeps 43% of its concept" in caplog.text
+
+
+def _upright_and_rotated(tmp_path):
+    """A portrait photo stored landscape with EXIF orientation 6 (rotate 90 degrees clockwise to view), and
+    masks drawn on the upright view: the concept at the top of the upright image."""
+    upright = np.zeros((80, 40, 3), dtype=np.uint8)
+    upright[5:25, 10:30] = (250, 20, 20)
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # 80 wide, 40 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    stored.save(folder / "img.jpg", exif=exif.tobytes(), quality=95)
+    mask = np.zeros((80, 40), dtype=np.uint8)
+    mask[5:25, 10:30] = 255
+    Image.fromarray(mask).save(folder / "mask0.png")
+    return folder
+
+
+def test_exif_orientation_is_applied_before_the_masks_are_checked(tmp_path):
+    scene = load_scene(folder=str(_upright_and_rotated(tmp_path)))
+    assert scene.image.size == (40, 80)
+    red = np.asarray(scene.image)[..., 0] > 128
+    assert red[5:25, 10:30].mean() > 0.95 and red[40:].mean() == 0  # the concept is under its mask
+
+
+@pytest.mark.parametrize("form", ["L", "1", "RGB", "RGBA_opaque", "RGBA_cutout", "LA_cutout", "P", "I16"])
+def test_mask_forms_read_as_their_files_carry_them(tmp_path, form):
+    shape = np.zeros((64, 96), dtype=np.uint8)
+    shape[10:40, 20:50] = 255
+    folder = write_scene(tmp_path / "s", boxes=((20, 10, 50, 40),))
+    if form in ("L", "1", "RGB", "P"):
+        image = Image.fromarray(shape).convert(form)
+    elif form == "RGBA_opaque":  # the released code's example masks: the shape in the colour, alpha 255
+        image = Image.fromarray(np.dstack([shape, shape, shape, np.full_like(shape, 255)]), "RGBA")
+    elif form == "RGBA_cutout":  # black everywhere, the shape in the alpha
+        image = Image.fromarray(np.dstack([np.zeros((64, 96, 3), np.uint8), shape]), "RGBA")
+    elif form == "LA_cutout":
+        image = Image.fromarray(np.dstack([np.full_like(shape, 255), shape]), "LA")
+    else:
+        image = Image.fromarray(shape.astype(np.uint16) * 257)
+        assert image.mode.startswith("I;16")
+    image.save(folder / "mask0.png")
+    mask = load_scene(folder=str(folder)).masks[0]
+    assert mask[10:40, 20:50].min() == 1.0 and mask.sum() == 30 * 30
+
+
+def test_mask_channel_setting_forces_a_channel(tmp_path):
+    folder = write_scene(tmp_path / "s", boxes=((20, 10, 50, 40),))
+    green = np.zeros((64, 96, 3), dtype=np.uint8)
+    green[10:40, 20:50, 1] = 255
+    Image.fromarray(green).save(folder / "mask0.png")
+    with pytest.raises(UserInputError, match=r"is empty \(read from its red channel; data.mask_channel"):
+        load_scene(folder=str(folder))
+    assert load_scene(folder=str(folder), mask_channel="green").masks[0].sum() == 900
+    with pytest.raises(UserInputError, match="data.mask_channel='cyan' is not one of auto, alpha"):
+        load_scene(folder=str(folder), mask_channel="cyan")
+
+
+def test_scene_warnings_for_identical_overlapping_and_tiny_masks():
+    masks = torch.zeros(4, 64, 64)
+    masks[0, :32, :32] = 1
+    masks[1, :32, :32] = 1  # identical to 0
+    masks[2, 8:40, 8:40] = 1  # overlaps 0 by 24*24 = 576 > half of 1024
+    masks[3, 60:62, 60:62] = 1  # 4 px < one 16x16 attention cell of a 64-px scene (4x4 = 16 px)
+    names = ["<a>", "<b>", "<c>", "<d>"]
+    warnings = scene_warnings(SceneTensors(torch.zeros(3, 64, 64), masks), names, attention_side=16)
+    assert warnings == [
+        "the masks of <a> and <b> are identical: both tokens learn one concept.",
+        "the masks of <a> and <c> overlap by 576 px, more than half of the smaller one: the two tokens will "
+        "share what they learn.",
+        "the masks of <b> and <c> overlap by 576 px, more than half of the smaller one: the two tokens will "
+        "share what they learn.",
+        "<d> covers 4 px, less than one 16x16 attention cell (16 px): its attention loss sees almost nothing of it.",
+    ]
 
 
 def test_class_count_must_match(scene_dir):

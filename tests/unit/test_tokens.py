@@ -74,20 +74,22 @@ def test_token_rows_embedding_reads_like_the_full_matrix(tiny):
     assert tiny.text_encoder.get_input_embeddings() is spliced
 
 
-def test_phase1_on_the_token_rows_equals_the_full_matrix_with_rows_restored(tiny):
-    """The released code trains the whole matrix and writes the other rows back after each step; training
-    the rows alone is the same update (AdamW with weight decay, gradient clipping), 3 steps, within 1e-6."""
+@pytest.mark.parametrize("max_norm", [100.0, 1e-3], ids=["clipping_idle", "clipping_active"])
+def test_phase1_on_the_token_rows_equals_the_full_matrix_with_rows_restored(tiny, max_norm):
+    """The released code trains the whole matrix, clips its whole gradient, and writes the other rows back
+    after each step; training the rows alone, clipping with the frozen rows' gradient counted, is the same
+    update (AdamW with weight decay), 3 steps, within 1e-6."""
+    from break_a_scene.module import clip_grad_norm_with_
+
     tokens = add_placeholder_tokens(tiny.tokenizer, tiny.text_encoder, default_token_names(2), ["cup", "dog"])
     ids = tiny.tokenizer(["a photo of <asset1> and <asset0>", "a photo of <asset0>"], padding="max_length",
                          max_length=77, return_tensors="pt").input_ids
     target = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(0))
     encoder = tiny.text_encoder.requires_grad_(False)
 
-    def step(params, optimizer):
+    def backward(optimizer):
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(encoder(ids)[0], target).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
 
     matrix = encoder.get_input_embeddings().weight
     start = matrix.detach().clone()
@@ -95,19 +97,27 @@ def test_phase1_on_the_token_rows_equals_the_full_matrix_with_rows_restored(tiny
     optimizer = torch.optim.AdamW([matrix], lr=5e-3, weight_decay=1e-2)
     others = torch.ones(matrix.shape[0], dtype=torch.bool)
     others[tokens.ids] = False
+    norms = []
     for _ in range(3):
-        step([matrix], optimizer)
+        backward(optimizer)
+        norms.append(float(torch.nn.utils.clip_grad_norm_([matrix], max_norm)))
+        optimizer.step()
         with torch.no_grad():
             matrix[others] = start[others]
     expected = matrix.detach()[tokens.ids].clone()
+    assert (min(norms) > max_norm) == (max_norm < 1) and max(norms) < 100  # the clipping is what the two cases say
 
     with torch.no_grad():
         matrix.copy_(start)
     matrix.requires_grad_(False)
-    rows = split_token_rows(encoder, tokens.ids).rows
-    optimizer = torch.optim.AdamW([rows], lr=5e-3, weight_decay=1e-2)
-    for _ in range(3):
-        step([rows], optimizer)
-    assert not torch.equal(rows.detach(), start[tokens.ids])
-    torch.testing.assert_close(rows.detach(), expected, atol=1e-6, rtol=0)
+    spliced = split_token_rows(encoder, tokens.ids)
+    optimizer = torch.optim.AdamW([spliced.rows], lr=5e-3, weight_decay=1e-2)
+    for step in range(3):
+        backward(optimizer)
+        _, frozen = spliced.take_frozen_rows_grad()
+        total = clip_grad_norm_with_([spliced.rows.grad], max_norm, frozen.pow(2).sum())
+        assert float(total) == pytest.approx(norms[step], rel=1e-5)
+        optimizer.step()
+    assert not torch.equal(spliced.rows.detach(), start[tokens.ids])
+    torch.testing.assert_close(spliced.rows.detach(), expected, atol=1e-6, rtol=0)
     assert torch.equal(encoder.get_input_embeddings().weight[others], start[others])
