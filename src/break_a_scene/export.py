@@ -3,7 +3,9 @@ tokenizer, loadable by plain `DiffusionPipeline.from_pretrained`, plus `break_a_
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -62,6 +64,53 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+def check_export_files(path: str | Path) -> None:
+    """Every file an export needs is there: model_index.json and each part's config and weights."""
+    root = Path(path)
+    index_file = root / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserInputError(
+            f"'{index_file}' is missing or damaged ({type(err).__name__}); '{root}' is not an intact export. "
+            f"Export it again, or point to an intact one."
+        ) from None
+    for part, spec in index.items():
+        if part.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        folder = root / part
+        files = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        needs_weights = (folder / "config.json").is_file()
+        has_weights = any(name.endswith((".safetensors", ".bin")) for name in files)
+        if not files or (needs_weights and not has_weights):
+            raise UserInputError(
+                f"the export in '{root}' lacks the weights of its {part} ({folder} holds {len(files)} files); "
+                f"export it again, or point to an intact one."
+            )
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence diffusers' and transformers' loggers and loading bars for the block: on a damaged file they
+    would print a traceback log before we say the error in one line."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [(logging.getLogger("diffusers"), diffusers_logging),
+                 (logging.getLogger("transformers"), transformers_logging)]
+    saved = [(logger.disabled, lib.is_progress_bar_enabled()) for logger, lib in libraries]
+    for logger, lib in libraries:
+        logger.disabled = True
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for (logger, lib), (disabled, bars) in zip(libraries, saved):
+            logger.disabled = disabled
+            if bars:
+                lib.enable_progress_bar()
 
 
 def read_manifest(path: str | Path) -> dict:

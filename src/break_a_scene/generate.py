@@ -16,7 +16,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.export import read_manifest
+from break_a_scene.export import check_export_files, quiet_loading, read_manifest
 from break_a_scene.figures import heatmap_overlay
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
@@ -55,9 +55,11 @@ def resolve_device(device: str) -> str:
 
 def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32") -> DiffusionPipeline:
     read_manifest(path)  # a clear error when this is not a trained output
+    check_export_files(path)
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype), local_files_only=True)
-    except Exception as err:  # missing or truncated weights, a broken model_index.json, ...: the files, not us
+        with quiet_loading():  # its own traceback log and loading bar would come before our one line
+            pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype), local_files_only=True)
+    except Exception as err:  # truncated weights, a damaged config, ...: the files, not us
         raise UserInputError(
             f"the trained pipeline in '{path}' cannot be loaded ({type(err).__name__}: {err}); its files are "
             f"incomplete or damaged. Export it again (resume its training run with ckpt_path=...), or point "
