@@ -3,9 +3,7 @@ tokenizer, loadable by plain `DiffusionPipeline.from_pretrained`, plus `break_a_
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -89,28 +87,6 @@ def check_export_files(path: str | Path) -> None:
                 f"the export in '{root}' lacks the weights of its {part} ({folder} holds {len(files)} files); "
                 f"export it again, or point to an intact one."
             )
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """Silence diffusers' and transformers' loggers and loading bars for the block: on a damaged file they
-    would print a traceback log before we say the error in one line."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    libraries = [(logging.getLogger("diffusers"), diffusers_logging),
-                 (logging.getLogger("transformers"), transformers_logging)]
-    saved = [(logger.disabled, lib.is_progress_bar_enabled()) for logger, lib in libraries]
-    for logger, lib in libraries:
-        logger.disabled = True
-        lib.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for (logger, lib), (disabled, bars) in zip(libraries, saved):
-            logger.disabled = disabled
-            if bars:
-                lib.enable_progress_bar()
 
 
 def read_manifest(path: str | Path) -> dict:

@@ -16,8 +16,9 @@ import torch
 from diffusers import DiffusionPipeline
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.export import check_export_files, quiet_loading, read_manifest
+from break_a_scene.export import check_export_files, read_manifest
 from break_a_scene.figures import heatmap_overlay
+from break_a_scene.models import quiet_loading
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
 from break_a_scene.tokens import token_slug

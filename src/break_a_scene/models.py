@@ -8,7 +8,9 @@ attention side, latent scale, prediction type) are read from here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,28 @@ class DiffusionComponents:
         return DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False, set_alpha_to_one=False)
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence diffusers' and transformers' loggers and loading bars for the block: on a damaged file they
+    would print a traceback log before we say the error in one line."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [(logging.getLogger("diffusers"), diffusers_logging),
+                 (logging.getLogger("transformers"), transformers_logging)]
+    saved = [(logger.disabled, lib.is_progress_bar_enabled()) for logger, lib in libraries]
+    for logger, lib in libraries:
+        logger.disabled = True
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for (logger, lib), (disabled, bars) in zip(libraries, saved):
+            logger.disabled = disabled
+            if bars:
+                lib.enable_progress_bar()
+
+
 def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None = None) -> Path:
     """A local directory, or the local Hugging Face cache snapshot of a hub id. Never downloads."""
     path = Path(os.path.expanduser(pretrained_model_name_or_path))
@@ -106,7 +130,8 @@ def load_pretrained(
     kwargs = {"variant": variant} if variant else {}
     # training keeps fp32 master weights whatever the files hold (the toy world ships fp16)
     try:
-        return _load_parts(root, pretrained_model_name_or_path, kwargs)
+        with quiet_loading():
+            return _load_parts(root, pretrained_model_name_or_path, kwargs)
     except Exception as err:  # missing or truncated weights, broken configs: the files, not us
         raise UserInputError(
             f"the model in '{root}' cannot be loaded ({type(err).__name__}: {err}); its files are incomplete or "

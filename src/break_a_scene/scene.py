@@ -144,7 +144,8 @@ def load_scene(
                 f"{picture.width}x{picture.height} (both upright, as their EXIF orientation says); masks must have "
                 f"the image's size. Resize the mask."
             )
-        _check_coverage(mask, f"mask '{path}'", after=f" (read from its {channel} channel; data.mask_channel reads another)")
+        read_from = f" (read from its {channel} channel; data.mask_channel reads another)"
+        _check_coverage(mask, f"mask '{path}'", after=read_from)
         arrays.append(mask)
     if class_names is not None and len(class_names) != len(arrays):
         raise UserInputError(

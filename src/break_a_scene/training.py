@@ -20,8 +20,8 @@ from break_a_scene.errors import UserInputError
 from break_a_scene.export import MANIFEST, check_export_target
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.module import BreakASceneModule
-from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
 from break_a_scene.outputs import check_writable
+from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
 from break_a_scene.scene import Scene, prepare_scene, scene_warnings
 from break_a_scene.tokens import add_placeholder_tokens, check_new_tokens, default_token_names
 

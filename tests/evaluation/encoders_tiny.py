@@ -29,10 +29,13 @@ def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
 
 
 def save_tiny_dino(folder: Path, seed: int = 0) -> Path:
-    from transformers import ViTConfig, ViTModel
+    """A ViT folder with DINO's preprocessing (ImageNet mean and std, bilinear resize) at 32 px."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     torch.manual_seed(seed)
     config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                        image_size=32, patch_size=8)
     ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+                      image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
     return folder

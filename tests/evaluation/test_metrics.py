@@ -134,3 +134,38 @@ def test_mean_score_sums_across_ranks():
         p.join(60)
     results = dict(queue.get() for _ in range(2))
     assert results == {0: 3.0, 1: 3.0}  # (1 + 2 + 6) / 3 on both ranks, NaN left out
+
+
+def _photos(n=2, side=96):
+    """8-bit images with structure finer than the encoders' 32 px, as PIL images and as [0, 1] tensors."""
+    rng = torch.Generator().manual_seed(3)
+    pixels = (torch.rand(n, 3, side // 4, side // 4, generator=rng) * 255).round()
+    pixels = F.interpolate(pixels, scale_factor=4, mode="nearest") + torch.randint(-30, 30, (n, 3, side, side),
+                                                                                   generator=rng)
+    pixels = pixels.clamp(0, 255).to(torch.uint8)
+    from PIL import Image
+
+    return [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels], pixels.float() / 255
+
+
+def test_encoders_use_their_own_preprocessing(clip, dino, tmp_path):
+    """Embeddings equal those of the encoders' own pipelines (open_clip's transform, the DINO image
+    processor) within 1e-3 on the inputs; a plain bicubic resize of ours would not."""
+    import open_clip
+    from transformers import AutoImageProcessor
+
+    pictures, tensors = _photos()
+    _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{save_tiny_clip(tmp_path / 'clip')}")
+    pixels = torch.stack([preprocess(p) for p in pictures])
+    expected = F.normalize(clip.model.encode_image(pixels).float(), dim=-1)
+    assert (clip.embed_images(tensors) - expected).abs().max() < 1e-5
+    naive = F.interpolate(tensors, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    assert (pixels - (naive - mean) / std).abs().mean() > 1e-2  # the resize this replaces differs
+
+    processor = AutoImageProcessor.from_pretrained(save_tiny_dino(tmp_path / "dino"))
+    processed = processor.preprocess(pictures, return_tensors="pt").pixel_values
+    assert processed.shape == (2, 3, 32, 32)
+    expected = F.normalize(dino.model(pixel_values=processed).last_hidden_state[:, 0], dim=-1)
+    assert (dino.embed_images(tensors) - expected).abs().max() < 1e-5

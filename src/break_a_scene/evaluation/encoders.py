@@ -1,15 +1,18 @@
 """Image and text encoders for the metrics, loaded offline from local weights (or built tiny for tests).
 
 Every encoder takes images as float tensors (B, 3, H, W) in [0, 1] and returns L2-normalised embeddings,
-so a cosine similarity is a dot product.
+so a cosine similarity is a dot product. Each resizes and normalises as its model was trained to (its own
+preprocessing), not with a resize of ours.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from break_a_scene.errors import UserInputError
 
@@ -17,23 +20,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _prepare(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
-    """Resize the whole image (no crop: masked concepts may touch the border) and normalise."""
-    images = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    mean = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [0, 1] -> 8-bit RGB images, what each encoder's own preprocessing was made for."""
+    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(array) for array in pixels]
 
 
 class ClipEncoder(torch.nn.Module):
-    """An open_clip model: `embed_images` and `embed_texts` (for prompt similarity, CLIP-I, concept accuracy)."""
+    """An open_clip model: `embed_images` and `embed_texts` (for prompt similarity, CLIP-I, concept accuracy).
 
-    def __init__(self, model: torch.nn.Module, tokenizer, image_size: int, mean, std):
+    Images go through the model's own preprocessing (open_clip's transform: PIL resize with antialiasing,
+    centre crop, normalisation), so scores are comparable with other implementations'.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, preprocess: Callable[[Image.Image], torch.Tensor]):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
-        self.image_size = image_size
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.preprocess = preprocess
 
     @classmethod
     def load(cls, model_name: str = "ViT-L-14", pretrained: str | None = "openai", device: str = "cpu",
@@ -56,14 +60,12 @@ class ClipEncoder(torch.nn.Module):
                 "cache, or point evaluation.clip.pretrained to a local checkpoint file "
                 "(or evaluation.clip.model_name to local-dir:/path)."
             ) from None
-        cfg = model.visual.preprocess_cfg
-        size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-        return cls(model, open_clip.get_tokenizer(model_name), size, cfg["mean"], cfg["std"])
+        return cls(model, open_clip.get_tokenizer(model_name), preprocess)
 
     @torch.no_grad()
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        pixels = _prepare(images.to(device), self.image_size, self.mean, self.std)
+        pixels = torch.stack([self.preprocess(image) for image in to_pil(images)]).to(device)
         return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
 
     @torch.no_grad()
@@ -73,33 +75,35 @@ class ClipEncoder(torch.nn.Module):
 
 
 class DinoEncoder(torch.nn.Module):
-    """A transformers ViT (DINO ViT-B/16 by default); the embedding is the final CLS token."""
+    """A transformers ViT (DINO ViT-B/16 by default); the embedding is the final CLS token. Images go through
+    the model's own image processor (its preprocessor_config.json)."""
 
-    def __init__(self, model: torch.nn.Module, image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, model: torch.nn.Module, processor):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        self.image_size = image_size
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.processor = processor
 
     @classmethod
     def load(cls, name_or_path: str = "facebook/dino-vitb16", device: str = "cpu") -> "DinoEncoder":
-        from transformers import ViTModel
+        from transformers import AutoImageProcessor, ViTModel
 
         from break_a_scene.generate import resolve_device
 
         device = resolve_device(device)
         try:
             model = ViTModel.from_pretrained(name_or_path, local_files_only=True, add_pooling_layer=False)
+            processor = AutoImageProcessor.from_pretrained(name_or_path, local_files_only=True)
         except OSError as err:
             where = "folder" if Path(name_or_path).exists() else "Hugging Face cache"
             raise UserInputError(
-                f"cannot load the DINO model '{name_or_path}' from the {where}: {err}. Download it with "
-                f"`hf download {name_or_path}` or point evaluation.dino.name_or_path to a local folder."
+                f"cannot load the DINO model '{name_or_path}' (weights and preprocessor_config.json) from the "
+                f"{where}: {err}. Download it with `hf download {name_or_path}` or point evaluation.dino.name_or_path "
+                f"to a local folder."
             ) from None
-        return cls(model.to(device), image_size=model.config.image_size)
+        return cls(model.to(device), processor)
 
     @torch.no_grad()
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        pixels = _prepare(images.to(device), self.image_size, self.mean, self.std)
+        pixels = self.processor(images=to_pil(images), return_tensors="pt").pixel_values.to(device)
         return F.normalize(self.model(pixel_values=pixels).last_hidden_state[:, 0].float(), dim=-1)
