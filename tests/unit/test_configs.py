@@ -70,3 +70,10 @@ def test_optimizer_presets_instantiate(tmp_path):
 def test_generate_config_composes(tmp_path):
     cfg = compose_config("generate", ["pipeline=somewhere"], tmp_path)
     assert cfg.generation.num_inference_steps == 50 and cfg.generation.guidance_scale == 7.5
+
+
+@pytest.mark.parametrize("experiment,prior", [("official", True), ("toyworld", False)])
+def test_paper_variant_keeps_the_experiments_prior_preservation(tmp_path, experiment, prior):
+    cfg = compose_config("train", [f"experiment={experiment}", "variant=paper"], tmp_path)
+    assert cfg.data.prior_preservation.enabled is prior
+    assert list(cfg.optimizer.betas) == [0.9, 0.99] and cfg.optimizer.weight_decay == 1e-8
