@@ -41,11 +41,14 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kill", [
-    "+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=3",  # phase 1 (checkpoint at 2)
-    "+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=5",  # just after the switch (at 4)
-    "+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=7",  # phase 2 (checkpoint at 6)
-    "+callbacks.kill._target_=tests.helpers.KillDuringExport",  # after the last step, while exporting
-], ids=["phase1", "switch", "phase2", "export"])
+    pytest.param("+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=3",  # phase 1 (ckpt at 2)
+                 id="phase1", marks=pytest.mark.slow),
+    pytest.param("+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=5",  # after the switch
+                 id="switch"),
+    pytest.param("+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=7",  # phase 2 (ckpt at 6)
+                 id="phase2", marks=pytest.mark.slow),
+    pytest.param("+callbacks.kill._target_=tests.helpers.KillDuringExport", id="export"),  # while exporting
+])
 def test_killed_and_resumed_run_exports_the_same_weights(tmp_path, uninterrupted, kill):
     scene, expected = uninterrupted
     out = tmp_path / "run"

@@ -35,8 +35,16 @@ def _record(folder: Path) -> None:
     os.environ[_BEFORE] = json.dumps({"folder": str(folder), "entries": entries})
 
 
+def _other_rank() -> bool:
+    """A process that a distributed launcher started after the first (Lightning's DDP launcher re-runs the
+    command, torchrun and SLURM start every rank): the folder is the first rank's, already checked."""
+    return any(int(os.environ.get(name, "0") or 0) > 0 for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
 class RunFolderGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if _other_rank():
+            return
         folder = Path(str(config.hydra.run.dir)).absolute()
         try:
             check_writable(folder, "hydra.run.dir")
