@@ -15,6 +15,12 @@ import torch
 from diffusers import UNet2DConditionModel
 
 
+def token_positions(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Index of each token id in its prompt: input_ids (B, T), token_ids (B, K) -> (B, K); -1 where absent."""
+    hits = input_ids.unsqueeze(1) == token_ids.unsqueeze(2)  # (B, K, T)
+    return torch.where(hits.any(dim=2), hits.float().argmax(dim=2), torch.full_like(token_ids, -1))
+
+
 @dataclass(frozen=True)
 class AttentionLayer:
     name: str  # the processor key, e.g. "down_blocks.2.attentions.0.transformer_blocks.0.attn2.processor"
@@ -53,7 +59,7 @@ def loss_layer_names(
         available = sorted({layer.resolution for layer in attention_layers(unet, latent_size) if layer.is_cross})
         raise ValueError(
             f"the UNet has no cross-attention layer at {resolution}x{resolution} in blocks {blocks} for latent "
-            f"side {latent_size}; cross-attention runs at {available}. Change method.attention.resolution_divisor."
+            f"side {latent_size}; cross-attention runs at {available}. Change method.attention_resolution_divisor."
         )
     return names
 
@@ -65,29 +71,31 @@ def released_capture_layers(unet: UNet2DConditionModel, latent_size: int) -> lis
 
 @dataclass
 class AttentionStore:
-    """The latest attention probabilities of each captured layer, for the batch rows in `rows`.
+    """The latest attention probabilities of each captured layer, every batch row (the readers pick theirs).
 
-    Training keeps the instance rows (class images for prior preservation follow them); classifier-free
-    guidance keeps the conditional half. A layer's entry is overwritten on every call, so gradient
-    checkpointing's recomputation does not duplicate it.
+    A layer's entry is overwritten on every call, so gradient checkpointing's recomputation does not
+    duplicate it. Keeping all rows costs nothing extra: autograd keeps the probabilities for the backward pass.
     """
 
-    rows: slice = field(default_factory=lambda: slice(None))
     maps: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B, heads, HW, T)
 
     def clear(self) -> None:
         self.maps.clear()
 
-    def mean_map(self, names: list[str]) -> torch.Tensor:
-        """Mean over the given layers and their heads: (B, HW, T)."""
+    def mean_map(self, names: list[str], rows: slice) -> torch.Tensor:
+        """Mean over the given layers and their heads for the batch rows `rows`: (B', HW, T)."""
         missing = [name for name in names if name not in self.maps]
         if missing:
             raise RuntimeError(f"no attention was captured for {missing[0]}; was the UNet run with capture on?")
-        return torch.stack([self.maps[name].mean(dim=1) for name in names]).mean(dim=0)
+        return torch.stack([self.maps[name][rows].mean(dim=1) for name in names]).mean(dim=0)
 
 
 class CapturingAttnProcessor:
-    """Attention with an explicit softmax whose probabilities go to the store (graph kept)."""
+    """Attention with an explicit softmax whose probabilities go to the store (graph kept).
+
+    The computation follows diffusers' `AttnProcessor` (diffusers.models.attention_processor) step by step;
+    the one addition is keeping `probs`.
+    """
 
     def __init__(self, store: AttentionStore, name: str, keep: bool = True):
         self.store = store
@@ -115,7 +123,7 @@ class CapturingAttnProcessor:
         query, key, value = (attn.head_to_batch_dim(x) for x in (query, key, value))
         probs = attn.get_attention_scores(query, key, attention_mask)  # (B*heads, HW, T)
         if self.keep:
-            self.store.maps[self.name] = probs.view(batch, attn.heads, *probs.shape[1:])[self.store.rows]
+            self.store.maps[self.name] = probs.view(batch, attn.heads, *probs.shape[1:])
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:
@@ -160,6 +168,10 @@ class AttentionCapture:
         )
         return self
 
+    @property
+    def installed(self) -> bool:
+        return self._previous is not None
+
     def remove(self) -> None:
         if self._previous is not None:
             self.unet.set_attn_processor(self._previous)
@@ -172,13 +184,14 @@ class AttentionCapture:
     def __exit__(self, *exc) -> None:
         self.remove()
 
-    def token_maps(self, positions: torch.Tensor) -> torch.Tensor:
-        """Per-token maps averaged over the captured layers and heads.
+    def token_maps(self, positions: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """Per-token maps averaged over the captured layers and heads, for the batch rows `rows` of the last
+        UNet call (training: the instance rows, before the class images; guidance: the conditional half).
 
-        positions: (B, K) index of each token in the prompt (any value where padded).
+        positions: (B, K) index of each token in the prompt (any value where padded), B the rows read.
         Returns (B, K, r, r) with r the loss layers' side.
         """
-        mean = self.store.mean_map(self.loss_layers)  # (B, HW, T)
+        mean = self.store.mean_map(self.loss_layers, rows)  # (B, HW, T)
         side = int(round(mean.shape[1] ** 0.5))
         index = positions.clamp(min=0).unsqueeze(1).expand(-1, mean.shape[1], -1)  # (B, HW, K)
         picked = torch.gather(mean, 2, index)  # (B, HW, K)

@@ -36,20 +36,11 @@ def _job_name() -> str:
     return hydra.job.override_dirname or hydra.job.name
 
 
-def _scene_name(root: str | None, index: int, folder: str) -> str:
-    """Scene `index` of the scene set at `root` (its index.json), or the folder's name when there is no set."""
-    if root:
-        from break_a_scene.evaluation.benchmark_sets import scene_folder
-
-        return Path(scene_folder(root, index)).name
-    return Path(folder).name
-
-
 def register_resolvers() -> None:
     """`${bas.asset:scenes/coffee}`: a file shipped with the package; `${bas.sweep_name:}` and
-    `${bas.job_name:}` for naming W&B runs; `${bas.scene_name:root,index,folder}` for evaluation trials."""
+    `${bas.job_name:}` for naming W&B runs. (The evaluation adds its own: `evaluation.benchmark_sets`.)"""
     for name, function in {"bas.asset": lambda rel: str(ASSETS_DIR / rel), "bas.sweep_name": _sweep_name,
-                           "bas.job_name": _job_name, "bas.scene_name": _scene_name}.items():
+                           "bas.job_name": _job_name}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
 

@@ -149,6 +149,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         solid_background: bool = False,
     ):
         super().__init__()
+        self.scene = scene
         self.dataset_kwargs = dict(
             scene=scene, tokenizer=tokenizer, token_names=token_names, token_ids=token_ids, seed=seed,
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,

@@ -18,7 +18,7 @@ from diffusers import DiffusionPipeline
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import check_export_files, read_manifest
 from break_a_scene.figures import heatmap_overlay
-from break_a_scene.models import quiet_loading
+from break_a_scene.models import import_component_modules, quiet_loading
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
 from break_a_scene.tokens import token_slug
@@ -58,8 +58,9 @@ def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "
     read_manifest(path)  # a clear error when this is not a trained output
     check_export_files(path)
     try:
+        import_component_modules(Path(path))
         with quiet_loading():  # its own traceback log and loading bar would come before our one line
-            pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype), local_files_only=True)
+            pipe = DiffusionPipeline.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
     except Exception as err:  # truncated weights, a damaged config, ...: the files, not us
         raise UserInputError(
             f"the trained pipeline in '{path}' cannot be loaded ({type(err).__name__}: {err}); its files are "

@@ -9,6 +9,7 @@ attention side, latent scale, prediction type) are read from here.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -21,7 +22,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.errors import UserInputError
-from break_a_scene.toyworld.pixel_vae import PixelShuffleVAE  # also lets diffusers load pipelines that use it
 
 _SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
 
@@ -144,17 +144,26 @@ def _load_parts(root: Path, source: str, kwargs: dict) -> DiffusionComponents:
     return DiffusionComponents(
         tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=torch.float32, **kwargs),
-        vae=_vae_class(root).from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **kwargs),
-        unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=torch.float32, **kwargs),
+        vae=component_class(root, "vae").from_pretrained(root, subfolder="vae", dtype=torch.float32, **kwargs),
+        unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", dtype=torch.float32, **kwargs),
         noise_scheduler=DDPMScheduler.from_pretrained(root, subfolder="scheduler"),
         source=source,
     )
 
 
-def _vae_class(root: Path) -> type:
-    """AutoencoderKL, or the toy world's exact PixelShuffleVAE, as the saved config names it."""
-    config = json.loads((root / "vae" / "config.json").read_text())
-    return PixelShuffleVAE if config.get("_class_name") == PixelShuffleVAE.__name__ else AutoencoderKL
+def component_class(root: Path, part: str) -> type:
+    """The class that a pipeline directory's model_index.json names for `part`, imported from its module (a
+    model family outside diffusers, like the toy world's VAE, is found the same way as AutoencoderKL)."""
+    library, class_name = json.loads((root / "model_index.json").read_text())[part]
+    return getattr(importlib.import_module(library), class_name)
+
+
+def import_component_modules(root: Path) -> None:
+    """Import every module a pipeline directory's model_index.json names, so that diffusers finds classes
+    that live outside its own libraries."""
+    for spec in json.loads((root / "model_index.json").read_text()).values():
+        if isinstance(spec, list) and spec[0] is not None:
+            importlib.import_module(spec[0])
 
 
 def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
@@ -171,27 +180,21 @@ def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 
 def build_from_configs(
     text_encoder: dict, vae: dict | torch.nn.Module, unet: dict, prediction_type: str = "epsilon", seed: int = 0,
-    source: str = "built from config", tokenizer: str = "clip",
+    source: str = "built from config", tokenizer: CLIPTokenizer | None = None,
 ) -> DiffusionComponents:
     """Random-init parts from config dicts; deterministic for a seed.
 
     `vae` is an AutoencoderKL config, or an already built module (a `_target_` in the Hydra config, e.g. the
-    toy world's PixelShuffleVAE). `tokenizer`: "clip" (the real 49,408-token one) or "toyworld" (CLIP pruned
-    to the toy world's words).
+    toy world's PixelShuffleVAE). `tokenizer`: the real 49,408-token CLIP one by default, or any CLIP tokenizer
+    (a `_target_` in the Hydra config, e.g. the toy world's pruned one).
     """
     torch.manual_seed(seed)
-    if tokenizer == "toyworld":
-        from break_a_scene.toyworld.vocab import build_toyworld_tokenizer
-
-        tokenizer_ = build_toyworld_tokenizer()
-    else:
-        tokenizer_ = build_clip_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else build_clip_tokenizer()
     text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer_), max_position_embeddings=tokenizer_.model_max_length,
-        bos_token_id=tokenizer_.bos_token_id, eos_token_id=tokenizer_.eos_token_id,
-        pad_token_id=tokenizer_.pad_token_id, **text_encoder,
+        vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **text_encoder,
     )
-    tokenizer = tokenizer_
     return DiffusionComponents(
         tokenizer=tokenizer,
         text_encoder=CLIPTextModel(text_config),

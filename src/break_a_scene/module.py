@@ -9,6 +9,7 @@ phase1_lr).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Literal
@@ -17,7 +18,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from break_a_scene.attention import AttentionCapture, loss_layer_names, released_capture_layers
+from break_a_scene.attention import AttentionCapture, loss_layer_names, released_capture_layers, token_positions
 from break_a_scene.losses import (
     attention_iou,
     cross_attention_loss,
@@ -42,12 +43,6 @@ class AttentionSnapshot:
     token_ids: torch.Tensor  # (B, K), -1 where padded
     pixel_values: torch.Tensor  # (B, 3, R, R) in [-1, 1], flipped as the step saw them
     prompts: list[str]
-
-
-def token_positions(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """Index of each token id in its prompt: input_ids (B, T), token_ids (B, K) -> (B, K); -1 where absent."""
-    hits = input_ids.unsqueeze(1) == token_ids.unsqueeze(2)  # (B, K, T)
-    return torch.where(hits.any(dim=2), hits.float().argmax(dim=2), torch.full_like(token_ids, -1))
 
 
 def clip_grad_norm_with_(grads: list[torch.Tensor], max_norm: float, extra_sq: torch.Tensor) -> torch.Tensor:
@@ -81,12 +76,14 @@ class BreakASceneModule(L.LightningModule):
         mask_downsampling: Literal["nearest", "max"] = "nearest",
         phase1_trainable: Trainable = "tokens",
         phase2_trainable: Trainable = "all",
+        run_info: dict | None = None,
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
             if value not in TRAINABLE:
                 raise ValueError(f"method.{key} must be one of {TRAINABLE}, not {value!r}")
-        self.save_hyperparameters(ignore=["components", "tokens", "optimizer"])
+        self.save_hyperparameters(ignore=["components", "tokens", "optimizer", "run_info"])
+        self.run_info = dict(run_info or {})  # what the export's manifest and W&B record about the run
         self.noise_scheduler = components.noise_scheduler
         self.text_encoder = components.text_encoder
         self.vae = components.vae
@@ -94,7 +91,7 @@ class BreakASceneModule(L.LightningModule):
         self.components = components
         self.tokens = tokens
         self.optimizer_factory = optimizer
-        self.phase = 1 if phase1_steps > 0 else 2
+        self.phase = self.phase_at(0)
         split_token_rows(self.text_encoder, tokens.ids)
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
@@ -103,7 +100,6 @@ class BreakASceneModule(L.LightningModule):
         latent_size = components.latent_size(resolution)
         self.attention_resolution = latent_size // attention_resolution_divisor
         self.capture: AttentionCapture | None = None
-        self.last_attention: AttentionSnapshot | None = None
         if lambda_attention > 0:
             layers = loss_layer_names(self.unet, latent_size, self.attention_resolution)
             keep = replace = None
@@ -120,8 +116,16 @@ class BreakASceneModule(L.LightningModule):
         return self.hparams.phase1_steps + self.hparams.phase2_steps
 
     # ---- phases -------------------------------------------------------------------------------------
-    def enter_phase_2(self) -> None:
-        self.phase = 2
+    def phase_at(self, step: int) -> int:
+        """The one rule for the phase: 2 from optimizer step `phase1_steps` on."""
+        return 1 if step < self.hparams.phase1_steps else 2
+
+    def update_phase(self, step: int) -> bool:
+        """Move to the phase of `step`; True when it changed (the caller then rebuilds the optimizer:
+        `callbacks.PhaseSwitch`)."""
+        phase = self.phase_at(step)
+        changed, self.phase = phase != self.phase, phase
+        return changed
 
     @property
     def trainable(self) -> str:
@@ -199,6 +203,22 @@ class BreakASceneModule(L.LightningModule):
         if self.capture is not None:
             self.capture.remove()
 
+    @contextlib.contextmanager
+    def inference_components(self):
+        """The model parts in eval mode and with the attention processors they had before training (the
+        training capture out), for sampling during training and for the export; put back afterwards."""
+        capturing = self.capture is not None and self.capture.installed
+        if capturing:
+            self.capture.remove()
+        was_training = self.training
+        self.eval()
+        try:
+            yield self.components
+        finally:
+            self.train(was_training)
+            if capturing:
+                self.capture.install()
+
     def _iou_per_token(self, maps: torch.Tensor, targets: torch.Tensor, token_ids: torch.Tensor) -> dict:
         """Attention-to-mask IoU of each token sampled in this batch, averaged over its occurrences."""
         iou = attention_iou(maps, targets)
@@ -209,11 +229,13 @@ class BreakASceneModule(L.LightningModule):
         }
 
     # ---- the step -----------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        """The step's loss, and under "attention" the step's `AttentionSnapshot` for the callbacks (None
+        without the attention loss)."""
         pixels, input_ids = batch["pixel_values"], batch["input_ids"]
         instances = pixels.shape[0]
         with_prior = "class_pixel_values" in batch
-        if with_prior:  # instance rows first, class rows after: the attention store keeps the first half
+        if with_prior:  # instance rows first, class rows after: the attention loss reads the first half
             pixels = torch.cat([pixels, batch["class_pixel_values"]])
             input_ids = torch.cat([input_ids, batch["class_input_ids"]])
 
@@ -234,8 +256,6 @@ class BreakASceneModule(L.LightningModule):
         else:
             target = noise
 
-        if self.capture is not None:
-            self.capture.store.rows = slice(0, instances)
         text = self.text_encoder(input_ids)[0]
         pred = self.unet(noisy, timesteps, text).sample
 
@@ -248,19 +268,20 @@ class BreakASceneModule(L.LightningModule):
         loss = loss_rec
         logs = {"loss_masked": loss_rec}  # shown in the progress bar
         diagnostics = {}
+        snapshot = None
         if with_prior:
             loss_prior = prior_preservation_loss(pred[instances:], target[instances:])
             loss = loss + self.hparams.lambda_prior * loss_prior
             logs["loss_prior"] = loss_prior
         if self.capture is not None:
             positions = token_positions(batch["input_ids"], batch["token_ids"])
-            maps = self.capture.token_maps(positions)  # (B, K, r, r)
+            maps = self.capture.token_maps(positions, rows=slice(0, instances))  # (B, K, r, r)
             targets = resize_masks(batch["masks"], self.attention_resolution, self.hparams.mask_downsampling)
             loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])
             loss = loss + self.hparams.lambda_attention * loss_attn
             logs["loss_attention"] = loss_attn
             diagnostics.update(self._iou_per_token(maps.detach(), targets, batch["token_ids"]))
-            self.last_attention = AttentionSnapshot(
+            snapshot = AttentionSnapshot(
                 maps.detach(), targets, batch["token_ids"], batch["pixel_values"], batch["prompts"]
             )
             self.capture.store.clear()
@@ -269,4 +290,4 @@ class BreakASceneModule(L.LightningModule):
         self.log_dict(logs, prog_bar=True, batch_size=instances)
         self.log_dict(diagnostics, batch_size=instances)
         self.log("phase", float(self.phase), prog_bar=True, batch_size=instances)
-        return loss
+        return {"loss": loss, "attention": snapshot}

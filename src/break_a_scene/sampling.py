@@ -11,11 +11,10 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 
-from break_a_scene.attention import AttentionCapture, loss_layer_names
+from break_a_scene.attention import AttentionCapture, loss_layer_names, token_positions
 from break_a_scene.data import tokenize
 from break_a_scene.losses import normalize_by_max
 from break_a_scene.models import DiffusionComponents
-from break_a_scene.module import token_positions
 
 
 @dataclass
@@ -77,11 +76,10 @@ def sample_images(
             if capture is not None:
                 input_ids = tokenize(pipe.tokenizer, batch_prompts)
                 positions = token_positions(input_ids, ids.expand(len(batch_prompts), -1)).to(device)
-                rows = len(batch_prompts)
-                capture.store.rows = slice(rows, None) if guidance_scale > 1 else slice(None)
+                conditional = slice(len(batch_prompts), None) if guidance_scale > 1 else slice(None)
 
                 def accumulate(_pipe, _step, _t, callback_kwargs):
-                    totals.append(capture.token_maps(positions).float().cpu())
+                    totals.append(capture.token_maps(positions, conditional).float().cpu())
                     capture.store.clear()
                     return callback_kwargs
 

@@ -156,22 +156,22 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
     tokens = add_placeholder_tokens(
         inputs.components.tokenizer, inputs.components.text_encoder, inputs.token_names, inputs.initializer_words
     )
-    try:
-        module: BreakASceneModule = instantiate(cfg.method)(
-            components=inputs.components, tokens=tokens, resolution=cfg.data.resolution,
-            optimizer=instantiate(cfg.optimizer),
-        )
-    except ValueError as err:  # e.g. no cross-attention layer at the requested resolution
-        raise UserInputError(str(err)) from None
     class_names = inputs.scene.class_names
     if class_names is not None and cfg.data.background_token:
         class_names = [*class_names, "background"]
-    module.run_info = {
+    run_info = {
         "class_names": class_names,
         "scene": inputs.scene.source,
         "model": inputs.components.source,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    try:
+        module: BreakASceneModule = instantiate(cfg.method)(
+            components=inputs.components, tokens=tokens, resolution=cfg.data.resolution,
+            optimizer=instantiate(cfg.optimizer), run_info=run_info,
+        )
+    except ValueError as err:  # e.g. no cross-attention layer at the requested resolution
+        raise UserInputError(str(err)) from None
     datamodule: UnionSamplingDataModule = instantiate(cfg.data.loader)(
         scene=scene_tensors, tokenizer=inputs.components.tokenizer, token_names=tokens.names,
         token_ids=tokens.ids, total_steps=module.total_steps, seed=cfg.seed,

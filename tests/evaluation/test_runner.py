@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from break_a_scene.evaluation.benchmark_sets import build_toy_set
+from break_a_scene.evaluation.benchmark_sets import build_toy_set, register_resolvers
 from break_a_scene.evaluation.runner import run_trial
 
 from ..helpers import FAST, compose_config
@@ -75,6 +75,7 @@ def test_paper_world_metrics_on_the_tiny_model(tmp_path, scene_dir):
         "evaluation.num_inference_steps=3", "evaluation.dtype=float32", "evaluation.batch_size=4",
         "evaluation.progress=false", "evaluation.continue_on_error=false",
     ]
+    register_resolvers()
     cfg = compose_config("evaluate", overrides, tmp_path)
     trial = run_trial(cfg)
     rows = _rows(trial / "rows.csv")

@@ -58,12 +58,14 @@ def test_capture_only_touches_loss_layers_and_matches_sdpa(tiny):
         processors = unet.attn_processors
         others = [p for n, p in processors.items() if n not in names]
         assert len(others) == len(processors) - 3 and all(isinstance(p, AttnProcessor2_0) for p in others)
-        capture.store.rows = slice(1, None)  # keep only the second (conditional) half
         got, _ = _run(unet, cond=text)
         assert set(capture.store.maps) == set(names)
         maps = capture.store.maps[names[0]]
-        assert maps.shape == (1, 8, 64, 77)  # (kept rows, heads, 8*8, tokens)
-        torch.testing.assert_close(maps.sum(-1), torch.ones(1, 8, 64))  # softmax over tokens
+        assert maps.shape == (2, 8, 64, 77)  # (rows, heads, 8*8, tokens)
+        torch.testing.assert_close(maps.sum(-1), torch.ones(2, 8, 64))  # softmax over tokens
+        conditional = capture.token_maps(torch.tensor([[5]]), rows=slice(1, None))  # the second half's rows
+        expected_map = torch.stack([capture.store.maps[n][1:, :, :, 5].mean(1) for n in names]).mean(0)
+        torch.testing.assert_close(conditional.reshape(1, 64), expected_map)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert all(isinstance(p, AttnProcessor2_0) for p in unet.attn_processors.values())  # put back
 

@@ -23,8 +23,6 @@ class ExportPipeline(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.global_step < module.total_steps:
             return
-        if module.capture is not None:
-            module.capture.remove()  # plain processors in the exported model's in-memory copy too
         manifest = {
             "tokens": module.tokens.names,
             "token_ids": module.tokens.ids,
@@ -32,9 +30,10 @@ class ExportPipeline(L.Callback):
             "steps": {"phase1": module.hparams.phase1_steps, "phase2": module.hparams.phase2_steps},
             "resolution": module.hparams.resolution,
             "attention_resolution_divisor": module.hparams.attention_resolution_divisor,
-            **getattr(module, "run_info", {}),
+            **module.run_info,
         }
-        path = export_pipeline(module.components, self.dirpath, manifest)
+        with module.inference_components() as components:  # the processors the model had before training
+            path = export_pipeline(components, self.dirpath, manifest)
         log.info("exported the trained pipeline to %s", path)
         for logger in trainer.loggers:
             logger.log_hyperparams({"exported_pipeline": str(path)})

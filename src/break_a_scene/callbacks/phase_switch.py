@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 class PhaseSwitch(L.Callback):
-    """At global step `module.hparams.phase1_steps`, unfreeze and rebuild the optimizer.
+    """When the module's phase changes (`update_phase`: at global step `phase1_steps`), unfreeze and rebuild
+    the optimizer.
 
     The optimizer is rebuilt through `configure_optimizers`, so its state is reset as in the paper and the
     released code. Under DDP the model is wrapped again: DDP only reduces the gradients of parameters that
@@ -20,9 +21,8 @@ class PhaseSwitch(L.Callback):
     """
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
-        if module.phase != 1 or trainer.global_step < module.hparams.phase1_steps:
+        if not module.update_phase(trainer.global_step):
             return
-        module.enter_phase_2()
         trainer.strategy.setup_optimizers(trainer)
         strategy = trainer.strategy
         if isinstance(strategy, DDPStrategy):

@@ -53,9 +53,9 @@ class AttentionMapLogger(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step  # already counts this batch's optimizer step
-        if not trainer.is_global_zero or module.last_attention is None or step % self.every_n_steps:
+        snap = outputs.get("attention") if isinstance(outputs, dict) else None
+        if not trainer.is_global_zero or snap is None or step % self.every_n_steps:
             return
-        snap = module.last_attention
         names = dict(zip(module.tokens.ids, module.tokens.names))
         rows, labels = [], []
         for b in range(min(self.max_samples, snap.maps.shape[0])):
@@ -73,7 +73,7 @@ class AttentionMapLogger(L.Callback):
 
 class SampleLogger(L.Callback):
     """Samples for fixed prompts and seeds with each token's attention averaged over the sampling steps,
-    every `every_n_steps`, at the end of phase 1 and at the end of training.
+    every `every_n_steps`, at the end of phase 1 and when training is complete.
 
     Prompts default to each token alone, all tokens together, and all tokens in `new_context`.
     """
@@ -103,8 +103,9 @@ class SampleLogger(L.Callback):
         if trainer.is_global_zero and self._due(trainer, module) and trainer.global_step < module.total_steps:
             self.log_samples(trainer, module)
 
-    def on_train_end(self, trainer: L.Trainer, module) -> None:
-        if trainer.is_global_zero:
+    def on_fit_end(self, trainer: L.Trainer, module) -> None:
+        # at the end of fit, also when a resumed run finds every step done but was killed before this
+        if trainer.is_global_zero and trainer.global_step >= module.total_steps:
             self.log_samples(trainer, module)
 
     @torch.no_grad()
@@ -112,21 +113,12 @@ class SampleLogger(L.Callback):
         tokens = module.tokens.names
         prompts = [p for p in self.prompt_list(tokens) for _ in self.seeds]
         seeds = [s for _ in self.prompt_list(tokens) for s in self.seeds]
-        if module.capture is not None:
-            module.capture.remove()  # sampling installs its own capture on the same layers
-        was_training = module.training
-        module.eval()
-        try:
-            pipe = pipeline_from_components(module.components)
+        with module.inference_components() as components:  # sampling installs its own capture
             samples = list(sample_images(
-                pipe, prompts, seeds, module.hparams.resolution, self.num_inference_steps, self.guidance_scale,
-                batch_size=len(prompts), attention_tokens=tokens,
+                pipeline_from_components(components), prompts, seeds, module.hparams.resolution,
+                self.num_inference_steps, self.guidance_scale, batch_size=len(prompts), attention_tokens=tokens,
                 attention_resolution_divisor=module.hparams.attention_resolution_divisor, progress=False,
             ))
-        finally:
-            module.train(was_training)
-            if module.capture is not None and trainer.global_step < module.total_steps:
-                module.capture.install()
         blank = Image.new("RGB", (8, 8), "white")
         rows = [
             [sample.image] + [heatmap_overlay(sample.image, sample.attention[t]) if t in sample.attention else blank
@@ -149,7 +141,7 @@ class SceneLogger(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        scene = trainer.datamodule.dataset.scene
+        scene = trainer.datamodule.scene
         image = tensor_to_image(scene.image)
         masks = scene.masks.cpu().numpy()
         labels = np.zeros(masks.shape[1:], dtype=np.uint8)  # 0 = none, i + 1 = token i (later masks on top)
@@ -162,7 +154,7 @@ class SceneLogger(L.Callback):
             class_labels = {0: "none", **{i + 1: name for i, name in enumerate(module.tokens.names)}}
             wandb_image = wandb.Image(image, masks={"concepts": {"mask_data": labels, "class_labels": class_labels}},
                                       caption="input scene")
-            config = getattr(module, "run_info", {}).get("config")
+            config = module.run_info.get("config")
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger) and config is not None:
                     logger.experiment.config.update(config, allow_val_change=True)

@@ -8,8 +8,10 @@ from omegaconf import DictConfig
 
 from break_a_scene.cli._entry import friendly_errors
 from break_a_scene.config import config_dir, register_resolvers
+from break_a_scene.evaluation import benchmark_sets
 
 register_resolvers()
+benchmark_sets.register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")

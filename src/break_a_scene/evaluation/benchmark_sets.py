@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 from PIL import Image
 
 from break_a_scene.errors import UserInputError
@@ -34,11 +35,22 @@ def read_index(root: str | Path) -> list[dict]:
 
 
 def scene_folder(root: str | Path, index: int) -> str:
-    """Folder of scene `index` of a scene set (the `${bas.scene:root,i}` resolver)."""
+    """Folder of scene `index` of a scene set."""
     scenes = read_index(root)
     if not 0 <= int(index) < len(scenes):
         raise UserInputError(f"scene index {index} is out of range: '{root}' has {len(scenes)} scenes.")
     return str(Path(root) / scenes[int(index)]["name"])
+
+
+def _scene_name(root: str | None, index: int, folder: str) -> str:
+    """Scene `index` of the scene set at `root` (its index.json), or the folder's name when there is no set."""
+    return Path(scene_folder(root, index)).name if root else Path(folder).name
+
+
+def register_resolvers() -> None:
+    """`${bas.scene_name:root,index,folder}`, which names an evaluation trial's folder (conf/evaluate.yaml)."""
+    if not OmegaConf.has_resolver("bas.scene_name"):
+        OmegaConf.register_new_resolver("bas.scene_name", _scene_name)
 
 
 def _write_atomically(out: Path, fill) -> Path:

@@ -1,0 +1,37 @@
+"""The library's core knows nothing of its periphery: the toy world and the evaluation add to it, not the
+other way round (as open_clip's library never imports its training code)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "break_a_scene"
+CORE = ["models", "scene", "data", "module", "attention", "losses", "tokens", "export", "generate", "sampling",
+        "prior", "training", "config", "outputs", "figures", "report", "clip_tokenizer", "errors", "callbacks"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_core_imports_neither_toyworld_nor_evaluation(name):
+    files = sorted((PACKAGE / name).glob("*.py")) if (PACKAGE / name).is_dir() else [PACKAGE / f"{name}.py"]
+    assert files and all(f.is_file() for f in files)
+    for file in files:
+        periphery = {m for m in imported_modules(file)
+                     if m.startswith(("break_a_scene.toyworld", "break_a_scene.evaluation"))}
+        assert not periphery, f"{file.name} imports {sorted(periphery)}"
+
+
+def test_every_module_of_the_package_is_classified():
+    top = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    top |= {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert top == set(CORE) | {"toyworld", "evaluation", "cli"}
