@@ -30,7 +30,7 @@ demo: install
 # The code path of the photo example (coffee cup, saucer, spoon) with a random tiny model: it runs, it learns
 # nothing. On a GPU with SD 2.1-base: bas-train experiment=official data.scene.folder=<your scene>.
 demo-photo: install
-	$(BIN)/bas-train experiment=demo overwrite=true
+	$(BIN)/bas-train experiment=tiny_photo overwrite=true
 	$(BIN)/bas-generate pipeline=outputs/demo_photo/pipeline hydra.run.dir=outputs/demo_photo/samples overwrite=true \
 		generation.num_inference_steps=25
 

@@ -29,7 +29,7 @@ def _sweep_name() -> str | None:
 
 
 def _job_name() -> str:
-    """The job's overrides ("experiment=no_phase1,seed=1"), or the task name when there are none."""
+    """The job's overrides ("variant=no_phase1,seed=1"), or the task name when there are none."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra = HydraConfig.get()

@@ -125,6 +125,6 @@ def test_wandb_group_and_name_follow_the_sweep(tmp_path):
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.mode = RunMode.MULTIRUN
         hydra_cfg.sweep.dir = "outputs/train/multiruns/2026-11-25_10-00-00"
-        hydra_cfg.job.override_dirname = "experiment=no_phase1"
+        hydra_cfg.job.override_dirname = "variant=no_phase1"
     assert cfg.logger.wandb.group == "2026-11-25_10-00-00"
-    assert cfg.logger.wandb.name == "experiment=no_phase1"
+    assert cfg.logger.wandb.name == "variant=no_phase1"

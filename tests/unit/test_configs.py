@@ -1,79 +1,113 @@
-"""Every shipped experiment composes, and says what its name promises."""
+"""Every config file on disk composes (and instantiates, where that needs no weights), every experiment sets
+up what it says, and every variant trains what it says in each phase."""
 
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
-from tests.conftest import CONF
-from tests.helpers import compose_config
+from tests.conftest import CONF, write_scene
+from tests.helpers import FAST, compose_config
 
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-
-
-def test_all_experiments_are_listed():
-    assert EXPERIMENTS == [
-        "demo", "no_attention_loss", "no_masked_loss", "no_phase1", "no_union_sampling", "official", "paper",
-        "toyworld",
-    ]
+GROUPS = ["model", "data", "method", "optimizer", "trainer", "callbacks", "logger", "experiment", "variant"]
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+VARIANTS = sorted(path.stem for path in (CONF / "variant").glob("*.yaml"))
+NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "toyworld"}  # downloads or 1.3 B random params
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes(name, tmp_path):
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_instantiates(group, option, tmp_path):
+    cfg = compose_config("train", [f"{group}={option}"], tmp_path)
+    assert cfg.method._target_ == "break_a_scene.module.BreakASceneModule"
+    if group == "model" and option not in NEEDS_WEIGHTS:
+        assert instantiate(cfg.model.components).unet is not None
+    if group == "optimizer":
+        optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        assert isinstance(optimizer, torch.optim.AdamW)
+    if group == "callbacks":
+        assert all(instantiate(node) is not None for node in cfg.callbacks.values() if node is not None)
+    if group == "logger" and cfg.logger:
+        assert all(instantiate(node) is not None for node in cfg.logger.values() if node is not None)
+    if group == "trainer" and "ddp" not in option and cfg.trainer.accelerator != "gpu":
+        assert instantiate(cfg.trainer, max_steps=1).max_steps == 1
+
+
+@pytest.mark.parametrize("config", ["generate", "pretrain", "evaluate"])
+def test_the_other_entry_points_compose(config, tmp_path):
+    from break_a_scene.evaluation.benchmark_sets import register_resolvers
+
+    register_resolvers()
+    cfg = compose_config(config, ["pipeline=somewhere"] if config == "generate" else [], tmp_path)
+    assert cfg.task_name == config
+    assert cfg.overwrite is (config == "evaluate")  # an evaluation trial resumes in its folder by design
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_experiments_are_setups(name, tmp_path):
+    """An experiment sets the model, data, trainer and steps; what the method does is the variant's."""
     cfg = compose_config("train", [f"experiment={name}"], tmp_path)
-    method, data = cfg.method, cfg.data
+    method = cfg.method
+    assert (method.phase1_trainable, method.phase2_trainable) == ("tokens", "all")
+    assert method.masked_loss and method.lambda_attention == 0.01 and cfg.data.loader.union_sampling
+    assert list(cfg.optimizer.betas) == [0.9, 0.999] and cfg.trainer.gradient_clip_val == 1.0
+    setups = {
+        # name: (resolution, steps, lrs, prior preservation, precision, mask downsampling)
+        "official": (512, (400, 400), (5e-4, 2e-6), True, "16-mixed", "nearest"),
+        "toyworld": (32, (300, 200), (2e-3, 1e-4), False, "32-true", "max"),
+        "tiny_photo": (64, (40, 40), (5e-4, 2e-6), True, "32-true", "nearest"),
+    }
+    assert name in setups, f"experiment={name} is new: add what it sets up here"
+    resolution, steps, lrs, prior, precision, downsampling = setups[name]
+    assert cfg.model.resolution == resolution and (method.phase1_steps, method.phase2_steps) == steps
+    assert (method.phase1_lr, method.phase2_lr) == lrs and cfg.data.prior_preservation.enabled is prior
+    assert cfg.trainer.precision == precision and method.mask_downsampling == downsampling
+    assert Path(cfg.data.scene.folder).is_dir()
+
+
+def _trains(module) -> str:
+    """What the module's current phase trains, read from the parameters that require grad."""
+    unet = {n for n, p in module.unet.named_parameters() if p.requires_grad}
+    text = {n for n, p in module.text_encoder.named_parameters() if p.requires_grad}
+    kv = {n for n, _ in module.unet.named_parameters() if ".attn2.to_k." in n or ".attn2.to_v." in n}
+    rows = {n for n in text if n.endswith("token_embedding.rows")}
+    if unet == {n for n, _ in module.unet.named_parameters()} and text == {
+            n for n, _ in module.text_encoder.named_parameters()}:
+        return "all"
+    assert rows == text, f"text encoder trains {sorted(text - rows)[:3]} besides the token rows"
+    return {frozenset(): "tokens", frozenset(kv): "tokens+kv"}[frozenset(unet)]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_trains_what_it_says(name, tmp_path):
+    from break_a_scene.training import build_run
+
     expected = {
-        "official": dict(phase1=400, phase2=400, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.999]),
-        "paper": dict(phase1=400, phase2=400, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.99]),
-        "no_phase1": dict(phase1=0, phase2=400, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.999]),
-        "no_masked_loss": dict(phase1=400, phase2=400, masked=False, attn=0.01, union=True, prior=True,
-                               betas=[0.9, 0.999]),
-        "no_attention_loss": dict(phase1=400, phase2=400, masked=True, attn=0.0, union=True, prior=True,
-                                  betas=[0.9, 0.999]),
-        "no_union_sampling": dict(phase1=400, phase2=400, masked=True, attn=0.01, union=False, prior=True,
-                                  betas=[0.9, 0.999]),
-        "demo": dict(phase1=40, phase2=40, masked=True, attn=0.01, union=True, prior=True, betas=[0.9, 0.999]),
-        "toyworld": dict(phase1=300, phase2=200, masked=True, attn=0.01, union=True, prior=False,
-                         betas=[0.9, 0.999]),
-    }[name]
-    assert method.phase1_steps == expected["phase1"] and method.phase2_steps == expected["phase2"]
-    assert method.masked_loss == expected["masked"] and method.lambda_attention == expected["attn"]
-    assert data.loader.union_sampling == expected["union"]
-    assert data.prior_preservation.enabled == expected["prior"]
-    assert list(cfg.optimizer.betas) == expected["betas"]
-    lrs = (2e-3, 1e-4) if name == "toyworld" else (5e-4, 2e-6)  # the toy model's own (README, "The toy world")
-    assert (method.phase1_lr, method.phase2_lr) == lrs and method.mask_normalization == "none"
-    assert method.mask_downsampling == ("max" if name == "toyworld" else "nearest")
-    assert cfg.trainer.gradient_clip_val == 1.0
-    if name == "demo":
-        assert cfg.model.resolution == 64 and cfg.trainer.accelerator == "cpu"
-        assert Path(data.scene.folder).is_dir()
-    elif name == "toyworld":
-        assert cfg.model.resolution == 32 and method.attention_resolution_divisor == 2
-        assert data.initializer_words == "photo"
-        assert Path(data.scene.folder).is_dir() and cfg.model.components.pretrained_model_name_or_path.endswith(
-            "assets/toyworld/model")
-    else:
-        assert cfg.model.components.pretrained_model_name_or_path == "stabilityai/stable-diffusion-2-1-base"
-        assert cfg.trainer.precision == "16-mixed" and cfg.model.resolution == 512
-
-
-def test_optimizer_presets_instantiate(tmp_path):
-    import torch
-
-    cfg = compose_config("train", ["optimizer=adamw_paper"], tmp_path)
-    opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    assert opt.defaults["betas"] == (0.9, 0.99) or list(opt.defaults["betas"]) == [0.9, 0.99]
-    assert opt.defaults["weight_decay"] == 1e-8
-
-
-def test_generate_config_composes(tmp_path):
-    cfg = compose_config("generate", ["pipeline=somewhere"], tmp_path)
-    assert cfg.generation.num_inference_steps == 50 and cfg.generation.guidance_scale == 7.5
-
-
-@pytest.mark.parametrize("experiment,prior", [("official", True), ("toyworld", False)])
-def test_paper_variant_keeps_the_experiments_prior_preservation(tmp_path, experiment, prior):
-    cfg = compose_config("train", [f"experiment={experiment}", "variant=paper"], tmp_path)
-    assert cfg.data.prior_preservation.enabled is prior
-    assert list(cfg.optimizer.betas) == [0.9, 0.99] and cfg.optimizer.weight_decay == 1e-8
+        # name: (phase 1 trains, phase 2 trains, lrs, masked loss, attention loss, union sampling, solid background,
+        #        AdamW betas)
+        "break_a_scene": ("tokens", "all", (5e-4, 2e-6), True, True, True, False, (0.9, 0.999)),
+        "paper": ("tokens", "all", (5e-4, 2e-6), True, True, True, False, (0.9, 0.99)),
+        "no_phase1": ("all", "all", (2e-6, 2e-6), True, True, True, False, (0.9, 0.999)),
+        "no_masked_loss": ("tokens", "all", (5e-4, 2e-6), False, True, True, False, (0.9, 0.999)),
+        "no_attention_loss": ("tokens", "all", (5e-4, 2e-6), True, False, True, False, (0.9, 0.999)),
+        "no_union_sampling": ("tokens", "all", (5e-4, 2e-6), True, True, False, False, (0.9, 0.999)),
+        "ti_m": ("tokens", "tokens", (5e-4, 5e-4), False, False, True, True, (0.9, 0.999)),
+        "db_m": ("all", "all", (2e-6, 2e-6), False, False, True, True, (0.9, 0.999)),
+        "cd_m": ("tokens+kv", "tokens+kv", (5e-4, 2e-6), False, False, True, True, (0.9, 0.999)),
+    }
+    assert name in expected, f"variant={name} is new: add what it trains here"
+    phase1, phase2, lrs, masked, attention, union, solid, betas = expected[name]
+    scene = write_scene(tmp_path / "scene")
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene}", f"variant={name}"], tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    assert cfg.method_name == name
+    found = []
+    for phase in (1, 2):
+        module.phase = phase
+        optimizer = module.configure_optimizers()
+        found.append(_trains(module))
+        assert tuple(optimizer.defaults["betas"]) == betas
+    assert found == [phase1, phase2]
+    assert (module.hparams.phase1_lr, module.hparams.phase2_lr) == lrs
+    assert module.hparams.masked_loss is masked and (module.capture is not None) is attention
+    assert datamodule.dataset_kwargs["union_sampling"] is union and datamodule.dataset_kwargs["solid_background"] is solid

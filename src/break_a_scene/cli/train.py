@@ -1,6 +1,6 @@
 """`bas-train`: train Break-A-Scene on one scene. Overrides use plain Hydra syntax, e.g.
-`bas-train experiment=demo`, `bas-train model=sd21_base data.scene.folder=my_scene trainer=gpu`,
-`bas-train -m experiment=no_phase1,no_masked_loss`."""
+`bas-train experiment=toyworld`, `bas-train model=sd21_base data.scene.folder=my_scene trainer=gpu`,
+`bas-train -m experiment=official variant=no_phase1,no_masked_loss`."""
 
 from __future__ import annotations
 
