@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.models import DiffusionComponents, save_pipeline_dir
+from break_a_scene.models import DiffusionComponents, quiet_loading, save_pipeline_dir
 from break_a_scene.tokens import plain_token_embedding
 
 MANIFEST = "break_a_scene.json"
@@ -22,9 +22,10 @@ def export_pipeline(components: DiffusionComponents, path: str | Path, manifest:
     _remove_stale_staging(final)
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
-        with plain_token_embedding(components.text_encoder):
+        with plain_token_embedding(components.text_encoder), quiet_loading(logs=False):
             save_pipeline_dir(components, staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        _readable_like_the_manifest(staging)
         check_export_target(final)
         previous = final.with_name(f".{final.name}.partial-{os.getpid()}-previous")
         if final.exists():
@@ -34,6 +35,14 @@ def export_pipeline(components: DiffusionComponents, path: str | Path, manifest:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _readable_like_the_manifest(folder: Path) -> None:
+    """safetensors writes its files 0600; give every file the mode an ordinary file gets here (the umask's)."""
+    mode = (folder / MANIFEST).stat().st_mode & 0o777
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
 
 
 def check_export_target(path: str | Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 MASK_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
                 (240, 50, 230), (210, 245, 60)]
@@ -41,14 +41,38 @@ def heatmap_overlay(image: Image.Image, attention: np.ndarray, alpha: float = 0.
     return Image.fromarray((base * (1 - alpha) + heat * alpha).astype(np.uint8))
 
 
-def masks_overlay(image: Image.Image, masks: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """Masks (N, H, W) in [0, 1] at the image's size, each in its own colour over the image."""
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+def masks_overlay(image: Image.Image, masks: np.ndarray, labels: list[str] | None = None, size: int = 256,
+                  width: int = 2) -> Image.Image:
+    """Each mask (N, H, W, in [0, 1], at the image's size) drawn as an outline in its own colour, edged in
+    black so it shows on any object, with its label in a box at the top left of the mask; the picture is
+    enlarged to at least `size` px so that outlines and labels can be read."""
+    scale = max(1, -(-size // max(image.size)))
+    picture = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    base = np.asarray(picture).copy()
+    draw_labels = []
     for index, mask in enumerate(masks):
-        colour = np.array(MASK_COLOURS[index % len(MASK_COLOURS)], dtype=np.float32)
-        weight = alpha * mask[..., None]
-        base = base * (1 - weight) + colour * weight
-    return Image.fromarray(base.astype(np.uint8))
+        inside = Image.fromarray(((mask > 0.5) * 255).astype(np.uint8)).resize(picture.size, Image.Resampling.NEAREST)
+        ring = _outline(inside, width)
+        edge = _outline(inside.filter(ImageFilter.MaxFilter(2 * width + 1)), 1)
+        base[edge] = (0, 0, 0)
+        base[ring] = MASK_COLOURS[index % len(MASK_COLOURS)]
+        rows, cols = np.nonzero(np.asarray(inside))
+        if labels is not None and len(rows):
+            draw_labels.append((labels[index], int(cols.min()), int(rows.min()), MASK_COLOURS[index % len(MASK_COLOURS)]))
+    picture = Image.fromarray(base)
+    draw = ImageDraw.Draw(picture)
+    for text, x, y, colour in draw_labels:
+        box = draw.textbbox((x + 2, y + 2), text)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((x + 2, y + 2), text, fill=colour)
+    return picture
+
+
+def _outline(inside: Image.Image, width: int) -> np.ndarray:
+    """The band of `width` px just inside a binary mask's boundary (the picture's border counts as one)."""
+    padded = ImageOps.expand(inside, border=width, fill=0).filter(ImageFilter.MinFilter(2 * width + 1))
+    eroded = padded.crop((width, width, width + inside.width, width + inside.height))
+    return (np.asarray(inside) > 127) & (np.asarray(eroded) <= 127)
 
 
 def labelled_grid(rows: list[list[Image.Image]], row_labels: list[str], col_labels: list[str] | None = None,

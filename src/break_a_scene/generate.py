@@ -8,6 +8,7 @@ all and `index.html` shows them as a sortable contact sheet (also a W&B table wi
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from break_a_scene.models import import_component_modules, quiet_loading
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
 from break_a_scene.tokens import token_slug
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "a photo of {} at the beach"
 
@@ -116,6 +119,8 @@ def generate(
                     record["attention"][token] = name
             index.write(json.dumps(record) + "\n")
             records.append(record)
+    for record in records:  # after the progress bar, so the two do not interleave
+        log.info("%s: %r, seed %d", record["image"], record["prompt"], record["seed"])
     write_contact_sheet(records, out / "index.html", title=f"{pipeline}")
     if wandb_table:
         _log_wandb_table(records, out, pipeline)

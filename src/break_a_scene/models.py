@@ -74,24 +74,25 @@ class DiffusionComponents:
 
 
 @contextlib.contextmanager
-def quiet_loading():
-    """Silence diffusers' and transformers' loggers and loading bars for the block: on a damaged file they
-    would print a traceback log before we say the error in one line."""
+def quiet_loading(logs: bool = True):
+    """Silence diffusers' and transformers' loading and saving bars for the block, and with `logs` their
+    loggers: on a damaged file they would print a traceback log before we say the error in one line."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    libraries = [(logging.getLogger("diffusers"), diffusers_logging),
-                 (logging.getLogger("transformers"), transformers_logging)]
-    saved = [(logger.disabled, lib.is_progress_bar_enabled()) for logger, lib in libraries]
-    for logger, lib in libraries:
-        logger.disabled = True
+    libraries = (diffusers_logging, transformers_logging)
+    bars = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
         lib.disable_progress_bar()
+    if logs:
+        logging.disable(logging.CRITICAL)
     try:
         yield
     finally:
-        for (logger, lib), (disabled, bars) in zip(libraries, saved):
-            logger.disabled = disabled
-            if bars:
+        if logs:
+            logging.disable(logging.NOTSET)
+        for lib, enabled in zip(libraries, bars):
+            if enabled:
                 lib.enable_progress_bar()
 
 

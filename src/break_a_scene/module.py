@@ -109,7 +109,8 @@ class BreakASceneModule(L.LightningModule):
             self.capture = AttentionCapture(self.unet, layers, keep=keep, replace=replace)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
-            self.text_encoder.gradient_checkpointing_enable()
+            enable = getattr(self.text_encoder, "activation_checkpointing_enable", None)  # transformers >= 5
+            (enable or self.text_encoder.gradient_checkpointing_enable)()
 
     @property
     def total_steps(self) -> int:

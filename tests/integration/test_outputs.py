@@ -1,6 +1,7 @@
 """Nothing lost: the run folder guard, output checks before any work, and one-line errors for what users do
 to their files (through the real entry points, in-process, as test_bad_input does)."""
 
+import os
 import sys
 
 import pytest
@@ -150,3 +151,11 @@ def test_generate_failures_end_with_one_line(tmp_path, exported, monkeypatch, ca
     assert not out.exists()
     if case == "broken_manifest":
         assert (exported / "break_a_scene.json").read_text() == '{"tokens": ['
+
+
+def test_exported_files_are_readable_like_the_rest(exported):
+    modes = {path.relative_to(exported).as_posix(): path.stat().st_mode & 0o777
+             for path in exported.rglob("*") if path.is_file()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert set(modes.values()) == {0o666 & ~umask}  # safetensors' own files included (it writes them 0600)

@@ -158,7 +158,5 @@ class SceneLogger(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger) and config is not None:
                     logger.experiment.config.update(config, allow_val_change=True)
-        picture = masks_overlay(image, masks)
-        if picture.width < 256:  # the tiny model's 64 px are too small to look at
-            picture = picture.resize((256, 256), Image.Resampling.NEAREST)
+        picture = masks_overlay(image, masks, labels=list(module.tokens.names))
         self.sink.write(trainer, "scene", picture, caption="input scene", wandb_image=wandb_image)

@@ -4,6 +4,8 @@ itself created (see `run_folder`)."""
 from __future__ import annotations
 
 import functools
+import logging
+import warnings
 from typing import Callable
 
 from hydra.core.hydra_config import HydraConfig
@@ -24,6 +26,20 @@ def _user_error(err: BaseException) -> UserInputError | None:
             return UserInputError(f"{key} is not set; give it on the command line ({key}=...).")
         err = err.__cause__
     return None
+
+
+def quiet_console() -> None:
+    """Known third-party notices that tell our users nothing, silenced by their messages where they are
+    raised; call it once Lightning is imported. Lightning's own console handler goes too where Hydra's handlers
+    already print every record (otherwise each line shows twice)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip:"))
+    lightning = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(lightning.handlers):
+            lightning.removeHandler(handler)
 
 
 def friendly_errors(task: Callable[[DictConfig], object] | None = None, *, remove_output: bool = True):

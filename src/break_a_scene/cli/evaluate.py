@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from break_a_scene.cli._entry import friendly_errors
+from break_a_scene.cli._entry import friendly_errors, quiet_console
 from break_a_scene.config import config_dir, register_resolvers
 from break_a_scene.evaluation import benchmark_sets
 
@@ -19,6 +19,7 @@ benchmark_sets.register_resolvers()
 def main(cfg: DictConfig) -> None:
     from break_a_scene.evaluation.runner import run_trial
 
+    quiet_console()
     run_trial(cfg)
 
 

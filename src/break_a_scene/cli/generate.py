@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -9,6 +11,7 @@ from break_a_scene.cli._entry import friendly_errors
 from break_a_scene.config import config_dir, register_resolvers
 
 register_resolvers()
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="generate")
@@ -18,7 +21,7 @@ def main(cfg: DictConfig) -> None:
 
     kwargs = OmegaConf.to_container(cfg.generation, resolve=True)
     records = generate(pipeline=cfg.pipeline, output_dir=cfg.paths.output_dir, **kwargs)
-    print(f"wrote {len(records)} images to {cfg.paths.output_dir}")
+    log.info("wrote %d images to %s", len(records), cfg.paths.output_dir)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from break_a_scene.cli._entry import friendly_errors
+from break_a_scene.cli._entry import friendly_errors, quiet_console
 from break_a_scene.config import config_dir, register_resolvers
 
 register_resolvers()
@@ -16,6 +16,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     from break_a_scene.toyworld.pretrain import pretrain
 
+    quiet_console()
     pretrain(cfg)
 
 
