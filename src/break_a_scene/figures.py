@@ -58,7 +58,8 @@ def masks_overlay(image: Image.Image, masks: np.ndarray, labels: list[str] | Non
         base[ring] = MASK_COLOURS[index % len(MASK_COLOURS)]
         rows, cols = np.nonzero(np.asarray(inside))
         if labels is not None and len(rows):
-            draw_labels.append((labels[index], int(cols.min()), int(rows.min()), MASK_COLOURS[index % len(MASK_COLOURS)]))
+            colour = MASK_COLOURS[index % len(MASK_COLOURS)]
+            draw_labels.append((labels[index], int(cols.min()), int(rows.min()), colour))
     picture = Image.fromarray(base)
     draw = ImageDraw.Draw(picture)
     for text, x, y, colour in draw_labels:

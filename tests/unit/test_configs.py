@@ -110,4 +110,5 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
     assert found == [phase1, phase2]
     assert (module.hparams.phase1_lr, module.hparams.phase2_lr) == lrs
     assert module.hparams.masked_loss is masked and (module.capture is not None) is attention
-    assert datamodule.dataset_kwargs["union_sampling"] is union and datamodule.dataset_kwargs["solid_background"] is solid
+    loader = datamodule.dataset_kwargs
+    assert loader["union_sampling"] is union and loader["solid_background"] is solid
