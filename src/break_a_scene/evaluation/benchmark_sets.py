@@ -1,6 +1,6 @@
 """Benchmark scene sets: folders in the training layout (img.png, mask0.png, ..., classes.txt) plus an
-`index.json` listing them, so a sweep can address scene i of a set (`benchmark.root` and `benchmark.scene_index`; the trial folder is
-named with `${bas.scene_name:...}`).
+`index.json` listing them, so a sweep can address scene i of a set (`benchmark.root`, `benchmark.scene_index`;
+the trial folder is named with `${bas.scene_name:...}`).
 
 - `build_coco_set`: the paper's COCO protocol (method.md): square centre crop; segments (not crowd) of at
   least 15% of the crop; at most one segment per class (the largest); images with >= 2 such classes and
