@@ -33,6 +33,27 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
         assert instantiate(cfg.trainer, max_steps=1).max_steps == 1
 
 
+EVALUATE_OPTIONS = [("evaluation", p.stem) for p in sorted((CONF / "evaluation").glob("*.yaml"))] + [
+    ("evaluation/segmenter", p.stem) for p in sorted((CONF / "evaluation" / "segmenter").glob("*.yaml"))] + [
+    ("hydra/launcher", p.stem) for p in sorted((CONF / "hydra" / "launcher").glob("*.yaml"))]
+
+
+def test_every_config_file_on_disk_is_covered():
+    covered = {CONF / group / f"{option}.yaml" for group, option in OPTIONS + EVALUATE_OPTIONS}
+    covered |= {CONF / f"{name}.yaml" for name in ("train", "generate", "pretrain", "evaluate")}
+    covered |= {CONF / "paths" / "default.yaml", CONF / "hydra" / "default.yaml"}  # in every composition
+    assert set(CONF.rglob("*.yaml")) == covered
+
+
+@pytest.mark.parametrize("group,option", EVALUATE_OPTIONS, ids=[f"{g}={o}" for g, o in EVALUATE_OPTIONS])
+def test_evaluation_and_launcher_options_compose(group, option, tmp_path):
+    from break_a_scene.evaluation.benchmark_sets import register_resolvers
+
+    register_resolvers()
+    cfg = compose_config("evaluate", [f"{group}={option}"], tmp_path)
+    assert cfg.evaluation.out_dir and cfg.task_name == "evaluate"
+
+
 @pytest.mark.parametrize("config", ["generate", "pretrain", "evaluate"])
 def test_the_other_entry_points_compose(config, tmp_path):
     from break_a_scene.evaluation.benchmark_sets import register_resolvers
