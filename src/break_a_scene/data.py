@@ -116,7 +116,7 @@ def collate_union_samples(items: list[dict]) -> dict:
         "union_mask": masks.amax(dim=1, keepdim=True),
         "input_ids": torch.stack([item["input_ids"] for item in items]),
         "prompts": [item["prompt"] for item in items],
-        "noise_seed": torch.tensor([item["noise_seed"] for item in items]),
+        "noise_seed": [item["noise_seed"] for item in items],  # a list stays on the host: no sync to read it
     }
     if "class_pixel_values" in items[0]:
         batch["class_pixel_values"] = torch.stack([item["class_pixel_values"] for item in items])

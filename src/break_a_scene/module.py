@@ -27,6 +27,7 @@ from break_a_scene.losses import (
     resize_masks,
 )
 from break_a_scene.models import DiffusionComponents
+from break_a_scene.optim import adamw
 from break_a_scene.tokens import PlaceholderTokens, TokenRowsEmbedding, split_token_rows, token_slug
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -61,7 +62,7 @@ class BreakASceneModule(L.LightningModule):
         components: DiffusionComponents,
         tokens: PlaceholderTokens,
         resolution: int,
-        optimizer: OptimizerFactory = partial(torch.optim.AdamW, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
+        optimizer: OptimizerFactory = partial(adamw, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
         phase1_steps: int = 400,
         phase2_steps: int = 400,
         phase1_lr: float = 5e-4,
@@ -220,6 +221,10 @@ class BreakASceneModule(L.LightningModule):
             if capturing:
                 self.capture.install()
 
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes this step's logs (its rule: every `log_every_n_steps` optimizer steps)."""
+        return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
+
     def _iou_per_token(self, maps: torch.Tensor, targets: torch.Tensor, token_ids: torch.Tensor) -> dict:
         """Attention-to-mask IoU of each token sampled in this batch, averaged over its occurrences."""
         iou = attention_iou(maps, targets)
@@ -242,7 +247,7 @@ class BreakASceneModule(L.LightningModule):
 
         # the step's randomness comes from the batch (its first sample's seed), not from a global RNG state,
         # so a resumed run draws exactly what an uninterrupted one would
-        generator = torch.Generator(device=pixels.device).manual_seed(int(batch["noise_seed"][0]))
+        generator = torch.Generator(device=pixels.device).manual_seed(batch["noise_seed"][0])
         with torch.no_grad():
             posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
             latents = posterior.sample(generator=generator) * self.components.latent_scale
@@ -281,7 +286,8 @@ class BreakASceneModule(L.LightningModule):
             loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])
             loss = loss + self.hparams.lambda_attention * loss_attn
             logs["loss_attention"] = loss_attn
-            diagnostics.update(self._iou_per_token(maps.detach(), targets, batch["token_ids"]))
+            if self._logging_step():  # the IoU needs the host to see which tokens were sampled: a sync
+                diagnostics.update(self._iou_per_token(maps.detach(), targets, batch["token_ids"]))
             snapshot = AttentionSnapshot(
                 maps.detach(), targets, batch["token_ids"], batch["pixel_values"], batch["prompts"]
             )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "break_a_scene"
-CORE = ["models", "scene", "data", "module", "attention", "losses", "tokens", "export", "generate", "sampling",
+CORE = ["models", "scene", "data", "module", "attention", "losses", "tokens", "export", "generate", "sampling", "optim",
         "prior", "training", "config", "outputs", "figures", "report", "clip_tokenizer", "errors", "callbacks"]
 
 

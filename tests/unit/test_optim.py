@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from break_a_scene.optim import adamw
+
+
+def _train(implementation: str, steps: int = 3) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in ((7, 5), (5,), (3, 2, 2))]
+    groups = [{"params": params[:2]}, {"params": params[2:], "lr": 1e-2}]
+    optimizer = adamw(groups, lr=5e-3, betas=(0.9, 0.99), weight_decay=1e-2, implementation=implementation)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        sum((p.sin() * torch.arange(p.numel()).view_as(p)).sum() for p in params).backward()
+        optimizer.step()
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("implementation", ["foreach", "fused", "auto"])
+def test_faster_adamw_paths_equal_the_per_tensor_loop(implementation):
+    expected = _train("for_loop")
+    for got, want in zip(_train(implementation), expected):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(expected[0], _train("for_loop", steps=0)[0])  # the parameters did move
+
+
+def test_auto_picks_foreach_on_the_cpu():
+    optimizer = adamw([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    assert optimizer.defaults["foreach"] is True and not optimizer.defaults["fused"]
+    assert optimizer.defaults["betas"] == (0.9, 0.999) and optimizer.defaults["weight_decay"] == 1e-2
