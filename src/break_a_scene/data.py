@@ -78,7 +78,8 @@ class UnionSamplingDataset(Dataset):
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             union = masks.amax(dim=0, keepdim=True)
             image = image * union + colour * (1 - union)
-        if float(torch.rand(1, generator=generator)) < self.flip_p:
+        flipped = float(torch.rand(1, generator=generator)) < self.flip_p
+        if flipped:
             image, masks = image.flip(-1), masks.flip(-1)
         item = {
             "pixel_values": image,  # (3, R, R)
@@ -87,10 +88,13 @@ class UnionSamplingDataset(Dataset):
             "input_ids": tokenize(self.tokenizer, [prompt])[0],  # (T,), T = tokenizer.model_max_length
             "prompt": prompt,
             "noise_seed": int(torch.randint(0, 2**62, (1,), generator=generator)),
+            # the same picture always has the same key (its VAE posterior can be cached); None: drawn anew
+            "latent_key": None if self.solid_background else ("scene_flipped" if flipped else "scene"),
         }
         if self.class_images is not None:
             item["class_pixel_values"] = self.class_images[index % len(self.class_images)]
             item["class_input_ids"] = self.class_input_ids
+            item["class_latent_key"] = f"class_{index % len(self.class_images)}"
         return item
 
 
@@ -117,10 +121,12 @@ def collate_union_samples(items: list[dict]) -> dict:
         "input_ids": torch.stack([item["input_ids"] for item in items]),
         "prompts": [item["prompt"] for item in items],
         "noise_seed": [item["noise_seed"] for item in items],  # a list stays on the host: no sync to read it
+        "latent_keys": [item["latent_key"] for item in items],
     }
     if "class_pixel_values" in items[0]:
         batch["class_pixel_values"] = torch.stack([item["class_pixel_values"] for item in items])
         batch["class_input_ids"] = torch.stack([item["class_input_ids"] for item in items])
+        batch["latent_keys"] += [item["class_latent_key"] for item in items]
     return batch
 
 

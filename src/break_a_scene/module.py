@@ -78,6 +78,7 @@ class BreakASceneModule(L.LightningModule):
         phase1_trainable: Trainable = "tokens",
         phase2_trainable: Trainable = "all",
         run_info: dict | None = None,
+        cache_latents: bool = True,
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
@@ -101,6 +102,8 @@ class BreakASceneModule(L.LightningModule):
         latent_size = components.latent_size(resolution)
         self.attention_resolution = latent_size // attention_resolution_divisor
         self.capture: AttentionCapture | None = None
+        # the VAE posterior of each picture the steps see again and again (the scene, its flip, the class images)
+        self.latent_cache: dict[str, object] | None = {} if cache_latents else None
         if lambda_attention > 0:
             layers = loss_layer_names(self.unet, latent_size, self.attention_resolution)
             keep = replace = None
@@ -221,6 +224,18 @@ class BreakASceneModule(L.LightningModule):
             if capturing:
                 self.capture.install()
 
+    def _posterior(self, pixels: torch.Tensor, keys: list[str | None]):
+        """The VAE posterior of the batch's pictures. With the cache, each keyed picture is encoded once, alone
+        (so its posterior does not depend on the batch it first came in), and the batch's posterior is stacked
+        from the cached ones: sampling it draws exactly what sampling a fresh encoding would."""
+        if self.latent_cache is None or None in keys:
+            return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        for row, key in enumerate(keys):
+            if key not in self.latent_cache:
+                self.latent_cache[key] = self.vae.encode(pixels[row : row + 1].to(self.vae.dtype)).latent_dist
+        first = self.latent_cache[keys[0]]
+        return type(first)(torch.cat([self.latent_cache[key].parameters for key in keys]))
+
     def _logging_step(self) -> bool:
         """Whether Lightning writes this step's logs (its rule: every `log_every_n_steps` optimizer steps)."""
         return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
@@ -249,7 +264,7 @@ class BreakASceneModule(L.LightningModule):
         # so a resumed run draws exactly what an uninterrupted one would
         generator = torch.Generator(device=pixels.device).manual_seed(batch["noise_seed"][0])
         with torch.no_grad():
-            posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            posterior = self._posterior(pixels, batch["latent_keys"])
             latents = posterior.sample(generator=generator) * self.components.latent_scale
         noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         timesteps = torch.randint(

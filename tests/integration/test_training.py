@@ -196,3 +196,27 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, scene_dir):
     assert [r["phase"] for r in recorder.rows] == [1] * 6 + [2] * 6
     assert [r["adam_step"] for r in recorder.rows] == [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0]
     assert not all(torch.equal(a, b) for a, b in zip(unet_before, module.unet.parameters()))
+
+
+def test_cached_latents_sample_what_encoding_samples(tmp_path, scene_dir):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "data.prior_preservation.enabled=true",
+                                   "data.prior_preservation.num_class_images=2",
+                                   "data.prior_preservation.num_inference_steps=2"], tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    assert module.latent_cache == {}
+    calls = []
+    encode = module.vae.encode
+    module.vae.encode = lambda pixels: calls.append(pixels.shape[0]) or encode(pixels)
+    datamodule.trainer = None
+    from break_a_scene.data import UnionSamplingDataset, collate_union_samples
+
+    dataset = UnionSamplingDataset(length=8, **datamodule.dataset_kwargs)
+    for index in range(8):
+        batch = collate_union_samples([dataset[index]])
+        pixels = torch.cat([batch["pixel_values"], batch["class_pixel_values"]])
+        cached = module._posterior(pixels, batch["latent_keys"]).sample(torch.Generator().manual_seed(index))
+        fresh = encode(pixels).latent_dist.sample(torch.Generator().manual_seed(index))
+        torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=1e-5)  # batch vs one-at-a-time rounding
+    keys = set(module.latent_cache)
+    assert keys <= {"scene", "scene_flipped", "class_0", "class_1"} and {"class_0", "class_1"} <= keys
+    assert calls == [1] * len(keys)  # each picture encoded once, alone; later steps read the cache

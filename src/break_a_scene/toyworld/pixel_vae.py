@@ -25,10 +25,11 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 
 
 class _ExactLatent:
-    """A point mass: sampling returns the latent itself."""
+    """A point mass: sampling returns the latent itself. Like diffusers' DiagonalGaussianDistribution it is
+    built from its `parameters`, so posteriors of several images can be stacked (the latent cache does)."""
 
-    def __init__(self, latent: torch.Tensor):
-        self.latent = latent
+    def __init__(self, parameters: torch.Tensor):
+        self.parameters = self.latent = parameters
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.latent
