@@ -28,7 +28,13 @@ from break_a_scene.losses import (
 )
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.optim import adamw
-from break_a_scene.tokens import PlaceholderTokens, TokenRowsEmbedding, split_token_rows, token_slug
+from break_a_scene.tokens import (
+    PlaceholderTokens,
+    TokenRowsEmbedding,
+    split_token_rows,
+    sum_rows_by_id,
+    token_slug,
+)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Trainable = Literal["tokens", "all", "cross_attention_kv"]
@@ -182,8 +188,7 @@ class BreakASceneModule(L.LightningModule):
         if world > 1:
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, (ids.cpu(), rows.cpu()))
-            ids, inverse = torch.unique(torch.cat([i for i, _ in gathered]), return_inverse=True)
-            rows = torch.zeros(len(ids), rows.shape[1]).index_add_(0, inverse, torch.cat([r for _, r in gathered]))
+            ids, rows = sum_rows_by_id(gathered)
             rows = rows / world
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None:

@@ -82,6 +82,14 @@ def add_placeholder_tokens(
     return PlaceholderTokens(list(names), list(ids), list(initializer_words) if initializer_words else None)
 
 
+def sum_rows_by_id(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, rows) pairs -> (unique ids, the rows of each id summed): a sparse embedding gradient."""
+    ids = torch.cat([i for i, _ in parts])
+    rows = torch.cat([r for _, r in parts])
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    return unique, torch.zeros(len(unique), rows.shape[1], device=rows.device).index_add_(0, inverse, rows)
+
+
 class TokenRowsEmbedding(torch.nn.Module):
     """The text encoder's input embedding with the placeholder rows held as their own (N, d) parameter.
 
@@ -132,11 +140,9 @@ class TokenRowsEmbedding(torch.nn.Module):
         """(ids, gradient rows) that the frozen rows received since the last call, summed per id, or None."""
         if not self._frozen_grads:
             return None
-        ids = torch.cat([i for i, _ in self._frozen_grads])
-        grads = torch.cat([g for _, g in self._frozen_grads])
+        summed = sum_rows_by_id(self._frozen_grads)
         self._frozen_grads.clear()
-        unique, inverse = torch.unique(ids, return_inverse=True)
-        return unique, torch.zeros(len(unique), grads.shape[1], device=grads.device).index_add_(0, inverse, grads)
+        return summed
 
     def merged(self) -> torch.nn.Embedding:
         """A plain embedding holding the learned rows (what an exported pipeline saves)."""
