@@ -20,6 +20,7 @@ from break_a_scene.errors import UserInputError
 from break_a_scene.export import check_export_files, read_manifest
 from break_a_scene.figures import heatmap_overlay
 from break_a_scene.models import import_component_modules, quiet_loading
+from break_a_scene.precision import set_tf32
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
 from break_a_scene.tokens import token_slug
@@ -88,6 +89,7 @@ def generate(
     device: str = "auto",
     dtype: str = "float32",
     progress: bool = True,
+    tf32: bool = True,
 ) -> list[dict]:
     """Generate `num_images_per_prompt` images per prompt (seeds seed, seed+1, ...) into `output_dir`."""
     manifest = read_manifest(pipeline)
@@ -96,6 +98,7 @@ def generate(
     check_prompts(prompts, tokens)
     if num_images_per_prompt < 1 or batch_size < 1:
         raise UserInputError("num_images_per_prompt and batch_size must be at least 1.")
+    set_tf32(tf32)
     pipe = load_trained_pipeline(pipeline, device, dtype)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

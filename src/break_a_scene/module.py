@@ -28,6 +28,7 @@ from break_a_scene.losses import (
 )
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.optim import adamw
+from break_a_scene.precision import FrozenWeights, autocast_dtype
 from break_a_scene.tokens import (
     PlaceholderTokens,
     TokenRowsEmbedding,
@@ -85,6 +86,8 @@ class BreakASceneModule(L.LightningModule):
         phase2_trainable: Trainable = "all",
         run_info: dict | None = None,
         cache_latents: bool = True,
+        low_precision_frozen: bool = True,
+        freeze_text_encoder: bool = False,
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
@@ -100,6 +103,7 @@ class BreakASceneModule(L.LightningModule):
         self.tokens = tokens
         self.optimizer_factory = optimizer
         self.phase = self.phase_at(0)
+        self.frozen_weights: FrozenWeights | None = None  # set at fit start under mixed precision
         split_token_rows(self.text_encoder, tokens.ids)
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
@@ -155,11 +159,13 @@ class BreakASceneModule(L.LightningModule):
     def _set_trainable(self) -> None:
         everything = self.trainable == "all"
         self.unet.requires_grad_(everything)
-        self.text_encoder.requires_grad_(everything)
+        self.text_encoder.requires_grad_(everything and not self.hparams.freeze_text_encoder)
         if self.trainable == "cross_attention_kv":
             for param in self._cross_attention_kv():
                 param.requires_grad_(True)
         self.token_rows.requires_grad_(True)
+        if self.frozen_weights is not None:
+            self.frozen_weights.update(self.parameters())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self._set_trainable()
@@ -170,7 +176,8 @@ class BreakASceneModule(L.LightningModule):
             groups = [{"params": [self.token_rows], "lr": self.hparams.phase1_lr},
                       {"params": self._cross_attention_kv(), "lr": self.hparams.phase2_lr}]
             return self.optimizer_factory(groups, lr=lr)
-        return self.optimizer_factory([*self.unet.parameters(), *self.text_encoder.parameters()], lr=lr)
+        params = [p for p in (*self.unet.parameters(), *self.text_encoder.parameters()) if p.requires_grad]
+        return self.optimizer_factory(params, lr=lr)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by the norm that the released code's whole-matrix gradient has: the trainable gradients plus
@@ -197,6 +204,8 @@ class BreakASceneModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["break_a_scene_phase"] = self.phase
+        if self.frozen_weights is not None:  # the float32 values, so a resumed phase 2 starts from them
+            checkpoint["state_dict"].update(self.frozen_weights.full_precision_state(self.named_parameters()))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning calls this before it wraps the model in DDP, so the resumed phase's trainability is
@@ -208,6 +217,15 @@ class BreakASceneModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.capture is not None:
             self.capture.install()
+        dtype = autocast_dtype(self.trainer.precision)
+        if self.hparams.low_precision_frozen and dtype is not None:
+            self.frozen_weights = FrozenWeights(dtype)
+            self.frozen_weights.update(self.parameters())
+
+    def on_train_end(self) -> None:
+        if self.frozen_weights is not None:  # float32 again for the export and the last samples
+            self.frozen_weights.restore()
+            self.frozen_weights = None
 
     def on_fit_end(self) -> None:
         if self.capture is not None:
@@ -222,8 +240,10 @@ class BreakASceneModule(L.LightningModule):
             self.capture.remove()
         was_training = self.training
         self.eval()
+        mixed = self.frozen_weights is not None  # some weights are in the low dtype: compute as training does
         try:
-            yield self.components
+            with torch.autocast(self.device.type, dtype=self.frozen_weights.dtype if mixed else None, enabled=mixed):
+                yield self.components
         finally:
             self.train(was_training)
             if capturing:
@@ -234,12 +254,18 @@ class BreakASceneModule(L.LightningModule):
         (so its posterior does not depend on the batch it first came in), and the batch's posterior is stacked
         from the cached ones: sampling it draws exactly what sampling a fresh encoding would."""
         if self.latent_cache is None or None in keys:
-            return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            return self._encode(pixels)
         for row, key in enumerate(keys):
             if key not in self.latent_cache:
-                self.latent_cache[key] = self.vae.encode(pixels[row : row + 1].to(self.vae.dtype)).latent_dist
+                self.latent_cache[key] = self._encode(pixels[row : row + 1])
         first = self.latent_cache[keys[0]]
         return type(first)(torch.cat([self.latent_cache[key].parameters for key in keys]))
+
+    def _encode(self, pixels: torch.Tensor):
+        """The VAE posterior with float32 parameters, whatever dtype the VAE computes in (the step's noise
+        and latents are float32 as the trainable weights are)."""
+        posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        return type(posterior)(posterior.parameters.float())
 
     def _logging_step(self) -> bool:
         """Whether Lightning writes this step's logs (its rule: every `log_every_n_steps` optimizer steps)."""

@@ -21,6 +21,7 @@ from break_a_scene.export import MANIFEST, check_export_target
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.module import BreakASceneModule
 from break_a_scene.outputs import check_writable
+from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
 from break_a_scene.scene import Scene, prepare_scene, scene_warnings
 from break_a_scene.tokens import add_placeholder_tokens, check_new_tokens, default_token_names
@@ -152,6 +153,7 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
     for warning in scene_warnings(scene_tensors, inputs.token_names, attention_side):
         log.warning(warning)
     L.seed_everything(cfg.seed, workers=True)
+    set_tf32(cfg.get("tf32", True))
     class_images = _class_images(cfg, inputs.components)
     tokens = add_placeholder_tokens(
         inputs.components.tokenizer, inputs.components.text_encoder, inputs.token_names, inputs.initializer_words

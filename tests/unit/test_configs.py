@@ -74,7 +74,7 @@ def test_experiments_are_setups(name, tmp_path):
     assert list(cfg.optimizer.betas) == [0.9, 0.999] and cfg.trainer.gradient_clip_val == 1.0
     setups = {
         # name: (resolution, steps, lrs, prior preservation, precision, mask downsampling)
-        "official": (512, (400, 400), (5e-4, 2e-6), True, "16-mixed", "nearest"),
+        "official": (512, (400, 400), (5e-4, 2e-6), True, "32-true", "nearest"),
         "toyworld": (32, (300, 200), (2e-3, 1e-4), False, "32-true", "max"),
         "tiny_photo": (64, (40, 40), (5e-4, 2e-6), True, "32-true", "nearest"),
     }
