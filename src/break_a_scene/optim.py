@@ -1,4 +1,5 @@
-"""AdamW, run by the fastest implementation that computes the same update where the parameters live."""
+"""AdamW, run by the fastest implementation that computes the same update where the parameters live, or with
+8-bit state (bitsandbytes) when memory is short."""
 
 from __future__ import annotations
 
@@ -6,12 +7,29 @@ from typing import Iterable, Literal
 
 import torch
 
+from break_a_scene.errors import UserInputError
+
 Implementation = Literal["auto", "fused", "foreach", "for_loop"]
+STATE_BITS = (32, 8)
 
 
 def _device_type(params: list) -> str:
     first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
     return first.device.type
+
+
+def check_state_bits(state_bits: int) -> None:
+    """`optimizer.state_bits` is 32, or 8 with bitsandbytes importable: checked before any work is done."""
+    if state_bits not in STATE_BITS:
+        raise UserInputError(f"optimizer.state_bits={state_bits}; use 32 (torch AdamW) or 8 (bitsandbytes AdamW8bit).")
+    if state_bits == 8:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as err:
+            raise UserInputError(
+                f"optimizer.state_bits=8 (memory=16gb, 12gb) needs bitsandbytes ({err}): pip install bitsandbytes, "
+                f"or pip install -e '.[low-memory]' in this repository."
+            ) from None
 
 
 def adamw(
@@ -21,11 +39,21 @@ def adamw(
     weight_decay: float = 1e-2,
     eps: float = 1e-8,
     implementation: Implementation = "auto",
-) -> torch.optim.AdamW:
+    state_bits: int = 32,
+) -> torch.optim.Optimizer:
     """`torch.optim.AdamW`; `auto` picks the fused kernels on CUDA (one launch for all parameters instead of
-    several per tensor) and the multi-tensor `foreach` path elsewhere. All compute the same update (tested
-    against the per-tensor loop within float rounding)."""
+    several per tensor, and no parameter-sized temporaries) and the multi-tensor `foreach` path elsewhere. All
+    compute the same update (tested against the per-tensor loop within float rounding).
+
+    `state_bits=8`: bitsandbytes' AdamW8bit, whose two moments take 2 bytes a parameter instead of 8 (block-wise
+    quantised; tensors under 4,096 elements keep 32-bit state). Not the same update: the moments are rounded.
+    """
     params = list(params)
+    check_state_bits(state_bits)
+    if state_bits == 8:
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
     if implementation == "auto":
         implementation = "fused" if _device_type(params) == "cuda" else "foreach"
     flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[implementation]

@@ -20,6 +20,7 @@ from break_a_scene.errors import UserInputError
 from break_a_scene.export import MANIFEST, check_export_target
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.module import BreakASceneModule
+from break_a_scene.optim import check_state_bits
 from break_a_scene.outputs import check_writable
 from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
@@ -83,6 +84,7 @@ def _check_checkpoint(ckpt_path: str | None) -> None:
 def check_inputs(cfg: DictConfig) -> CheckedInputs:
     """Everything that can be wrong with the settings or the inputs, reported before any work is done."""
     check_steps(cfg.method)
+    check_state_bits(cfg.optimizer.get("state_bits", 32))
     _check_checkpoint(cfg.get("ckpt_path"))
     scene = instantiate(cfg.data.scene)
     names = _token_names(cfg, scene.num_concepts)

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from tests.conftest import CONF, write_scene
 from tests.helpers import FAST, compose_config
 
-GROUPS = ["model", "data", "method", "optimizer", "trainer", "callbacks", "logger", "experiment", "variant"]
+GROUPS = ["model", "data", "method", "optimizer", "trainer", "callbacks", "logger", "experiment", "variant", "memory"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 VARIANTS = sorted(path.stem for path in (CONF / "variant").glob("*.yaml"))
 NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "toyworld"}  # downloads or 1.3 B random params

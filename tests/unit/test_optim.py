@@ -28,3 +28,10 @@ def test_auto_picks_foreach_on_the_cpu():
     optimizer = adamw([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     assert optimizer.defaults["foreach"] is True and not optimizer.defaults["fused"]
     assert optimizer.defaults["betas"] == (0.9, 0.999) and optimizer.defaults["weight_decay"] == 1e-2
+
+
+def test_state_bits_other_than_32_or_8_are_refused_before_any_work():
+    from break_a_scene.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"optimizer.state_bits=16; use 32 \(torch AdamW\) or 8"):
+        adamw([torch.nn.Parameter(torch.zeros(2))], lr=1.0, state_bits=16)
