@@ -154,18 +154,16 @@ class AttentionCapture:
         if not set(self.loss_layers) <= set(self.keep) <= set(self.replace):
             raise ValueError("loss layers must be kept, and kept layers replaced")
         self.store = AttentionStore()
+        # made once, so a reinstalled capture is the same objects (a compiled UNet's guards still hold)
+        self.processors = {
+            name: CapturingAttnProcessor(self.store, name, keep=name in self.keep) for name in self.replace
+        }
         self._previous: dict | None = None
 
     def install(self) -> "AttentionCapture":
         current = self.unet.attn_processors
         self._previous = dict(current)
-        keep = set(self.keep)
-        self.unet.set_attn_processor(
-            {
-                name: CapturingAttnProcessor(self.store, name, keep=name in keep) if name in self.replace else proc
-                for name, proc in current.items()
-            }
-        )
+        self.unet.set_attn_processor({name: self.processors.get(name, proc) for name, proc in current.items()})
         return self
 
     @property

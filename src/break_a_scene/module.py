@@ -88,6 +88,8 @@ class BreakASceneModule(L.LightningModule):
         cache_latents: bool = True,
         low_precision_frozen: bool = True,
         freeze_text_encoder: bool = False,
+        compile_unet: str | None = None,
+        compile_backend: str = "inductor",
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
@@ -104,6 +106,7 @@ class BreakASceneModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.phase = self.phase_at(0)
         self.frozen_weights: FrozenWeights | None = None  # set at fit start under mixed precision
+        self.unet_forward = self.unet.forward  # the training step's UNet call; compiled at fit start on request
         split_token_rows(self.text_encoder, tokens.ids)
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
@@ -221,6 +224,10 @@ class BreakASceneModule(L.LightningModule):
         if self.hparams.low_precision_frozen and dtype is not None:
             self.frozen_weights = FrozenWeights(dtype)
             self.frozen_weights.update(self.parameters())
+        if self.hparams.compile_unet:  # the training forward only: sampling and the export use the plain UNet
+            self.unet_forward = torch.compile(
+                self.unet.forward, mode=self.hparams.compile_unet, backend=self.hparams.compile_backend
+            )
 
     def on_train_end(self) -> None:
         if self.frozen_weights is not None:  # float32 again for the export and the last samples
@@ -309,7 +316,7 @@ class BreakASceneModule(L.LightningModule):
             target = noise
 
         text = self.text_encoder(input_ids)[0]
-        pred = self.unet(noisy, timesteps, text).sample
+        pred = self.unet_forward(noisy, timesteps, text, return_dict=False)[0]
 
         pred_inst, target_inst = pred[:instances], target[:instances]
         if self.hparams.masked_loss:
