@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo demo-photo test test-slow bench lint clean reproduce-toy reproduce-paper
+.PHONY: install demo demo-photo test test-slow bench gpu-check lint clean reproduce-toy reproduce-paper
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,14 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+# CPU figures: step time and peak RSS (ours vs the released capture), then operators and host syncs per step
 bench: install
 	$(BIN)/python experiments/bench_train_step.py
+	$(BIN)/python experiments/bench_step_proxies.py
+
+# On a GPU machine: the README's speed and memory table (about 8 minutes on an H100, nothing downloaded)
+gpu-check: install
+	bash experiments/gpu_check.sh
 
 # The paper's comparison in the toy world on the CPU: every method, ablation and baseline x 3 toy scenes.
 reproduce-toy: install

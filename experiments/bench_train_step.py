@@ -12,13 +12,13 @@ released script did; "loss_layers" (ours) touches only the loss layers and keeps
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+import child_process
 
 
 def child(model: str, resolution: int, capture: str, phase: int, steps: int, device: str) -> dict:
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         model, resolution, capture = args.child
-        print("RESULT " + json.dumps(child(model, int(resolution), capture, args.phase, args.steps, args.device)))
+        child_process.report(child(model, int(resolution), capture, args.phase, args.steps, args.device))
         return
     results = []
     for row in args.rows:
@@ -83,13 +83,7 @@ def main() -> None:
         for capture in ("loss_layers", "released"):
             command = [sys.executable, __file__, "--child", model, resolution, capture, "--phase", str(args.phase),
                        "--steps", str(args.steps), "--device", args.device]
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
-            if line is None:
-                print(done.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"benchmark row {row} {capture} failed")
-            results.append(json.loads(line[len("RESULT "):]))
+            results.append(child_process.run(command, f"benchmark row {row} {capture}"))
             print(f"done {row} {capture}", file=sys.stderr)
     memory = "peak_cuda_gib" if args.device == "cuda" else "peak_rss_gib"
     print(f"\nphase {args.phase} training step, {args.steps} timed steps after 1 warm-up, device {args.device}")

@@ -181,13 +181,14 @@ def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 
 def build_from_configs(
     text_encoder: dict, vae: dict | torch.nn.Module, unet: dict, prediction_type: str = "epsilon", seed: int = 0,
-    source: str = "built from config", tokenizer: CLIPTokenizer | None = None,
+    source: str = "built from config", tokenizer: CLIPTokenizer | None = None, device: str = "cpu",
 ) -> DiffusionComponents:
     """Random-init parts from config dicts; deterministic for a seed.
 
     `vae` is an AutoencoderKL config, or an already built module (a `_target_` in the Hydra config, e.g. the
     toy world's PixelShuffleVAE). `tokenizer`: the real 49,408-token CLIP one by default, or any CLIP tokenizer
-    (a `_target_` in the Hydra config, e.g. the toy world's pruned one).
+    (a `_target_` in the Hydra config, e.g. the toy world's pruned one). `device`: where the weights are made
+    (random init of SD-sized parts takes about a minute on a CPU and seconds on a GPU).
     """
     torch.manual_seed(seed)
     tokenizer = tokenizer if tokenizer is not None else build_clip_tokenizer()
@@ -196,14 +197,15 @@ def build_from_configs(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, **text_encoder,
     )
-    return DiffusionComponents(
-        tokenizer=tokenizer,
-        text_encoder=CLIPTextModel(text_config),
-        vae=AutoencoderKL(**vae) if isinstance(vae, dict) else vae,
-        unet=UNet2DConditionModel(**unet),
-        noise_scheduler=_sd_noise_scheduler(prediction_type),
-        source=source,
-    )
+    with torch.device(device):
+        return DiffusionComponents(
+            tokenizer=tokenizer,
+            text_encoder=CLIPTextModel(text_config),
+            vae=AutoencoderKL(**vae) if isinstance(vae, dict) else vae,
+            unet=UNet2DConditionModel(**unet),
+            noise_scheduler=_sd_noise_scheduler(prediction_type),
+            source=source,
+        )
 
 
 def save_pipeline_dir(components: DiffusionComponents, path: str | Path) -> Path:

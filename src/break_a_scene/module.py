@@ -184,12 +184,21 @@ class BreakASceneModule(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by the norm that the released code's whole-matrix gradient has: the trainable gradients plus
-        what the frozen embedding rows received (see `TokenRowsEmbedding`)."""
+        what the frozen embedding rows received (see `TokenRowsEmbedding`).
+
+        Also under mixed precision with fused AdamW, which Lightning refuses to clip because the fused kernels
+        unscale the gradients themselves: they are unscaled here first, and torch's GradScaler then steps the
+        fused kernels without scaling again."""
         frozen = self.text_encoder.get_input_embeddings().take_frozen_rows_grad()
-        if frozen is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
+        if not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        clip_grad_norm_with_(grads, gradient_clip_val, self._frozen_rows_grad_sq(*frozen))
+        if grads:
+            extra = self._frozen_rows_grad_sq(*frozen) if frozen is not None else torch.zeros(())
+            clip_grad_norm_with_(grads, gradient_clip_val, extra)
 
     def _frozen_rows_grad_sq(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Squared norm of the frozen rows' gradient as the whole matrix would hold it: averaged over ranks
@@ -325,7 +334,7 @@ class BreakASceneModule(L.LightningModule):
         else:
             loss_rec = F.mse_loss(pred_inst.float(), target_inst.float())
         loss = loss_rec
-        logs = {"loss_masked": loss_rec}  # shown in the progress bar
+        logs = {"loss_masked": loss_rec}
         diagnostics = {}
         snapshot = None
         if with_prior:
@@ -347,7 +356,8 @@ class BreakASceneModule(L.LightningModule):
             self.capture.store.clear()
         logs["loss"] = loss
         diagnostics["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log_dict(logs, prog_bar=True, batch_size=instances)
-        self.log_dict(diagnostics, batch_size=instances)
-        self.log("phase", float(self.phase), prog_bar=True, batch_size=instances)
+        # no prog_bar: Lightning would turn those into numbers (a host sync) every step; callbacks.ProgressBar
+        # shows the losses on logging steps
+        self.log_dict({**logs, **diagnostics}, batch_size=instances)
+        self.log("phase", float(self.phase), batch_size=instances)
         return {"loss": loss, "attention": snapshot}

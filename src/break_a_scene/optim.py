@@ -41,9 +41,10 @@ def adamw(
     implementation: Implementation = "auto",
     state_bits: int = 32,
 ) -> torch.optim.Optimizer:
-    """`torch.optim.AdamW`; `auto` picks the fused kernels on CUDA (one launch for all parameters instead of
-    several per tensor, and no parameter-sized temporaries) and the multi-tensor `foreach` path elsewhere. All
-    compute the same update (tested against the per-tensor loop within float rounding).
+    """`torch.optim.AdamW`; `auto` picks the fused kernels on CUDA and on the CPU (one launch for all parameters
+    instead of several per tensor, and no parameter-sized temporaries: the `foreach` path allocates a copy of
+    the second moments, 4.5 GiB for SD 2.1's phase 2) and the multi-tensor `foreach` path elsewhere. All compute
+    the same update (tested against the per-tensor loop within float rounding).
 
     `state_bits=8`: bitsandbytes' AdamW8bit, whose two moments take 2 bytes a parameter instead of 8 (block-wise
     quantised; tensors under 4,096 elements keep 32-bit state). Not the same update: the moments are rounded.
@@ -55,6 +56,6 @@ def adamw(
 
         return bitsandbytes.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
     if implementation == "auto":
-        implementation = "fused" if _device_type(params) == "cuda" else "foreach"
+        implementation = "fused" if _device_type(params) in ("cuda", "cpu") else "foreach"
     flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[implementation]
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps, **flags)

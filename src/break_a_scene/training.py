@@ -125,7 +125,8 @@ def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
         check_writable(_class_folder(cfg, components), setting)
 
 
-def _class_images(cfg: DictConfig, components: DiffusionComponents):
+def prepare_class_images(cfg: DictConfig, components: DiffusionComponents):
+    """The prior-preservation class images as a tensor (generated once into the cache when missing), or None."""
     prior = cfg.data.prior_preservation
     if not prior.enabled:
         return None
@@ -156,7 +157,7 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
         log.warning(warning)
     L.seed_everything(cfg.seed, workers=True)
     set_tf32(cfg.get("tf32", True))
-    class_images = _class_images(cfg, inputs.components)
+    class_images = prepare_class_images(cfg, inputs.components)
     tokens = add_placeholder_tokens(
         inputs.components.tokenizer, inputs.components.text_encoder, inputs.token_names, inputs.initializer_words
     )
