@@ -8,7 +8,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "break_a_scene"
 CORE = ["models", "scene", "data", "module", "attention", "losses", "tokens", "export", "generate", "sampling", "optim",
-        "prior", "training", "config", "outputs", "figures", "report", "clip_tokenizer", "errors", "callbacks"]
+        "precision", "prior", "training", "config", "outputs", "figures", "report", "clip_tokenizer", "errors",
+        "callbacks"]
 
 
 def imported_modules(path: Path) -> set[str]:
