@@ -133,3 +133,9 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
     assert module.hparams.masked_loss is masked and (module.capture is not None) is attention
     loader = datamodule.dataset_kwargs
     assert loader["union_sampling"] is union and loader["solid_background"] is solid
+
+
+def test_memory_presets_apply_to_evaluation_trials_too(tmp_path):
+    cfg = compose_config("evaluate", ["experiment=official", "memory=12gb"], tmp_path)
+    assert cfg.optimizer.state_bits == 8 and cfg.method.freeze_text_encoder and cfg.method.gradient_checkpointing
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.callbacks.samples is None
