@@ -33,10 +33,14 @@ def main() -> None:
     summary = {}
     for guidance in args.guidance:
         rows = measure(pipe, judge, single, guidance, args.steps) + measure(pipe, judge, double, guidance, args.steps)
-        keys = ["colour", "shape", "colour+shape", "position", "background", "objects", "all_correct"]
+        keys = ["colour", "shape", "colour+shape", "position", "background", "objects", "all_correct",
+                "high_frequency", "high_frequency_render"]
         result = {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in keys}
         summary[f"guidance {guidance}"] = result
-        print(f"guidance {guidance}: " + ", ".join(f"{k} {v:.0%}" for k, v in result.items()))
+        print(f"guidance {guidance}: " + ", ".join(f"{k} {v:.0%}" for k, v in result.items()
+                                                   if not k.startswith("high_frequency")))
+        print(f"  spectral energy at >= 0.25 cycles/px: samples {result['high_frequency']:.3f}, "
+              f"true renders of the same prompts {result['high_frequency_render']:.3f}")
         print("  bars: " + ", ".join(f"{k} {'met' if result[k] >= bar else 'MISSED'}" for k, bar in BARS.items()))
     if args.out:
         args.out.write_text(json.dumps({"prompts_per_kind": args.prompts, "steps": args.steps, **summary}, indent=1))

@@ -2,6 +2,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 from break_a_scene.scene import load_scene
 from break_a_scene.toyworld.scenes import read_scene_json, write_scene_set
@@ -62,3 +63,15 @@ def test_scene_folders_load_through_the_training_code(tmp_path, textures):
         assert scene.num_concepts == count == len(truth.objects)
         assert scene.class_names == [obj.name for obj in truth.objects]
         assert scene.image.size == (32, 32)
+
+
+def test_high_frequency_share_finds_the_checkerboard_and_nothing_in_flat_or_smooth_images():
+    from break_a_scene.toyworld.quality import high_frequency_share
+
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    checker = (torch.arange(32).view(-1, 1) + torch.arange(32).view(1, -1)) % 2 * 2.0 - 1.0  # +-1, period 2
+    wave = torch.cos(torch.arange(32) * 2 * torch.pi / 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)  # 1/32 cycle/px
+    shares = high_frequency_share(torch.cat([flat, flat + 0.1 * checker, wave, wave + 0.1 * checker]))
+    assert shares[0] == 0 and abs(float(shares[1]) - 1.0) < 1e-6 and float(shares[2]) < 1e-6
+    # mean powers: the wave 1/2, the checkerboard 0.1^2, so its share is 0.01 / 0.51
+    assert abs(float(shares[3]) - 0.01 / 0.51) < 1e-5

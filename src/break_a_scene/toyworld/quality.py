@@ -14,7 +14,7 @@ import torch
 
 from break_a_scene.scene import image_to_tensor
 from break_a_scene.toyworld.judges import ToyJudge, read_images
-from break_a_scene.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, SLOTS, ToyObject, ToyScene, caption
+from break_a_scene.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, SLOTS, ToyObject, ToyScene, caption, render
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,35 @@ def score(case: PromptCase, reading) -> dict[str, float]:
     return {"objects": float(placed), "all_correct": float(placed and background == 1.0)}
 
 
+def high_frequency_share(images: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
+    """Per image, the share of its spectral energy (mean removed, per channel) at frequencies of `cutoff` cycles
+    per pixel or more along either axis. The pixel-shuffle VAE's checkerboard residue (period 2 pixels, 0.5
+    cycles per pixel) sits entirely there; a flat background has none. images: (B, C, H, W) -> (B,); a constant
+    image scores 0."""
+    centred = images.float() - images.float().mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(centred).abs().pow(2).sum(dim=1)  # (B, H, W), summed over channels
+    fy = torch.fft.fftfreq(images.shape[-2]).abs().view(-1, 1)
+    fx = torch.fft.fftfreq(images.shape[-1]).abs().view(1, -1)
+    high = (fy >= cutoff) | (fx >= cutoff)
+    total = power.sum(dim=(-2, -1))
+    return torch.where(total > 0, (power * high).sum(dim=(-2, -1)) / total.clamp_min(1e-12), torch.zeros_like(total))
+
+
 @torch.no_grad()
 def measure(pipe, judge: ToyJudge, cases: list[PromptCase], guidance_scale: float, steps: int = 25,
             seed: int = 0, batch_size: int = 32, resolution: int = 32) -> list[dict]:
-    """One row per case: the prompt and its scores, images drawn with seeds seed, seed+1, ..."""
+    """One row per case: the prompt, its scores, and the high-frequency share of the sample and of the true
+    render of what it asks for (the checkerboard residue shows as the difference); seeds seed, seed+1, ..."""
     from break_a_scene.sampling import sample_images
 
     prompts = [c.prompt for c in cases]
     samples = list(sample_images(pipe, prompts, [seed + i for i in range(len(cases))], resolution, steps,
                                  guidance_scale, batch_size, progress=False))
     images = torch.stack([image_to_tensor(s.image, resolution) for s in samples])
+    renders = torch.stack([image_to_tensor(render(case.scene, resolution)[0], resolution) for case in cases])
     readings = read_images(judge, images)
-    return [{"prompt": case.prompt, **score(case, reading)} for case, reading in zip(cases, readings)]
+    sampled, rendered = high_frequency_share(images).tolist(), high_frequency_share(renders).tolist()
+    return [
+        {"prompt": case.prompt, **score(case, reading), "high_frequency": hf, "high_frequency_render": hf_render}
+        for case, reading, hf, hf_render in zip(cases, readings, sampled, rendered)
+    ]
