@@ -45,7 +45,7 @@ bench: install
 	$(BIN)/python experiments/bench_train_step.py
 	$(BIN)/python experiments/bench_step_proxies.py
 
-# On a GPU machine: the README's speed and memory table (about 8 minutes on an H100, nothing downloaded)
+# On a GPU machine: the README's speed and memory table (planned for 8 minutes on an H100; nothing downloaded)
 gpu-check: install
 	bash experiments/gpu_check.sh
 

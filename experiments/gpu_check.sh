@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU check (experiments/gpu_check.py): steps/s and peak memory per memory preset and precision, the
 # released attention capture, `experiment=official` end to end and generation speed, as a markdown table.
-# Nothing is downloaded. About 8 minutes on one H100; `--device cpu` runs the same path with the tiny model.
+# Nothing is downloaded. Planned to fit in 8 minutes on one H100 (not yet run on a GPU); `--device cpu` runs
+# the same path with the tiny model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
