@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from break_a_scene.models import load_pretrained
@@ -35,6 +36,7 @@ def test_pretrain_resume_and_export(tmp_path):
     assert len(parts.tokenizer) < 1000 and parts.text_encoder.config.vocab_size == len(parts.tokenizer)
 
 
+@pytest.mark.slow  # 40 s: two bas-pretrain runs (the default suite keeps the resume-and-export one)
 def test_continue_from_exported_weights(tmp_path):
     base = ["unet.batch_size=4", "unet.num_workers=0", "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false", "logger=none"]
