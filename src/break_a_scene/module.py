@@ -192,13 +192,17 @@ class BreakASceneModule(L.LightningModule):
         frozen = self.text_encoder.get_input_embeddings().take_frozen_rows_grad()
         if not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
-            scaler.unscale_(optimizer)
+        if self._grad_scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            self._grad_scaler.unscale_(optimizer)
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
             extra = self._frozen_rows_grad_sq(*frozen) if frozen is not None else torch.zeros(())
             clip_grad_norm_with_(grads, gradient_clip_val, extra)
+
+    @property
+    def _grad_scaler(self):
+        """fp16 mixed precision's GradScaler, or None."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
 
     def _frozen_rows_grad_sq(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Squared norm of the frozen rows' gradient as the whole matrix would hold it: averaged over ranks
@@ -209,9 +213,8 @@ class BreakASceneModule(L.LightningModule):
             torch.distributed.all_gather_object(gathered, (ids.cpu(), rows.cpu()))
             ids, rows = sum_rows_by_id(gathered)
             rows = rows / world
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is not None:
-            rows = rows / scaler.get_scale()
+        if self._grad_scaler is not None:
+            rows = rows / self._grad_scaler.get_scale()
         return rows.pow(2).sum()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
