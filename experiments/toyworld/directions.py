@@ -1,6 +1,8 @@
 """Whether the paper's ablation directions reproduce in the toy world, from a `toyworld_ablations` sweep:
 masked loss and phase 1 help prompt following; the attention loss and union sampling help identity in
-multi-concept prompts. Means and 95% intervals over (scene, training seed) units.
+multi-concept prompts. Means and 95% intervals over (scene, training seed) units, and for each direction the
+paired difference (Break-A-Scene minus the ablation, paired by unit) with its bootstrap 95% interval: the
+verdict is "reproduces" when that interval is above 0, "reversed" when below, "undecided" when it holds 0.
 
     python experiments/toyworld/directions.py outputs/evaluation_toyworld_ablations
 """
@@ -8,7 +10,8 @@ multi-concept prompts. Means and 95% intervals over (scene, training seed) units
 import argparse
 from pathlib import Path
 
-from break_a_scene.evaluation.aggregate import load_rows, markdown_table, summarize
+from break_a_scene.evaluation.aggregate import load_rows, markdown_table, summarize, unit_means
+from break_a_scene.evaluation.stats import paired_difference
 
 DIRECTIONS = [("no_masked_loss", "prompt_following"), ("no_phase1", "prompt_following"),
               ("no_attention_loss", "identity_multi"), ("no_union_sampling", "identity_multi")]
@@ -22,17 +25,18 @@ def main() -> None:
     rows = load_rows(args.folder)
     for row in rows:  # identity counted on multi-concept prompts only
         row["identity_multi"] = row["identity"] if int(row["concepts"]) >= 2 else ""
-    table = summarize(rows, METRICS)
-    lines = [markdown_table(table, METRICS), ""]
+    metrics = [m for m in METRICS if m in rows[0]]
+    table = summarize(rows, metrics)
+    lines = [markdown_table(table, metrics), ""]
     for ablation, metric in DIRECTIONS:
         if "break_a_scene" not in table or ablation not in table:
             continue
-        full, ablated = table["break_a_scene"][metric], table[ablation][metric]
-        if full[0] > ablated[0]:
-            verdict = "reproduces" + (" (intervals separate)" if full[1] > ablated[2] else " (intervals overlap)")
-        else:
-            verdict = "does NOT reproduce"
-        lines.append(f"- {metric}: break_a_scene {full[0]:.3f} vs {ablation} {ablated[0]:.3f}: {verdict}")
+        full = unit_means([r for r in rows if r["method"] == "break_a_scene"], metric)
+        ablated = unit_means([r for r in rows if r["method"] == ablation], metric)
+        mean, low, high, pairs = paired_difference(ablated, full)
+        verdict = "reproduces" if low > 0 else "reversed" if high < 0 else "undecided"
+        lines.append(f"- {metric}: break_a_scene - {ablation} = {mean:+.3f} [{low:+.3f}, {high:+.3f}] "
+                     f"over {pairs} (scene, seed) pairs: {verdict}")
     text = "\n".join(lines)
     (args.folder / "directions.md").write_text(text + "\n")
     print(text)

@@ -4,7 +4,15 @@ import json
 import pytest
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.evaluation.aggregate import aggregate, by_concepts, load_rows, pareto_front, summarize
+from break_a_scene.evaluation.aggregate import (
+    aggregate,
+    by_concepts,
+    load_rows,
+    paired_differences,
+    pareto_front,
+    summarize,
+)
+from break_a_scene.evaluation.stats import paired_difference
 
 FIELDS = ["method", "scene", "train_seed", "prompt", "class_prompt", "tokens", "concepts", "sample_seed", "image",
           "identity", "prompt_following"]
@@ -57,3 +65,47 @@ def test_pareto_front():
 def test_no_rows_is_a_clear_error(tmp_path):
     with pytest.raises(UserInputError, match="no rows.csv under"):
         aggregate(tmp_path)
+
+
+def test_paired_difference_pairs_by_unit_and_removes_shared_variation(tmp_path):
+    # scene difficulty varies a lot (0.1 ... 0.9) but "b" is always exactly 0.1 above "a": the paired interval
+    # is the point +0.1, while the separate intervals of the two means overlap
+    for n, base in enumerate([0.1, 0.5, 0.9]):
+        _write_trial(tmp_path, "break_a_scene", f"s{n}", [(1, base, 0.5)])
+        _write_trial(tmp_path, "b", f"s{n}", [(1, base + 0.1, 0.5)])
+    _write_trial(tmp_path, "b", "s3", [(1, 1.0, 0.5)])  # no partner: left out of the pairs
+    rows = load_rows(tmp_path)
+    differences = paired_differences(rows, "break_a_scene", ["identity", "prompt_following"])
+    mean, low, high, pairs = differences["b"]["identity"]
+    assert pairs == 3 and mean == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    assert differences["b"]["prompt_following"][:3] == pytest.approx((0.0, 0.0, 0.0))
+    table = summarize([r for r in rows if r["scene"] != "s3"], ["identity"])
+    assert table["b"]["identity"][1] < table["break_a_scene"]["identity"][2]  # separate intervals overlap
+    report = aggregate(tmp_path)
+    assert "| b | 3 | +0.100 [+0.100, +0.100] | +0.000 [+0.000, +0.000] |" in (report / "paired.md").read_text()
+
+
+def test_paired_difference_interval():
+    low_high = paired_difference({1: 0.0, 2: 0.0, 3: 0.0, 4: float("nan")}, {1: 0.0, 2: 1.0, 3: 0.5, 4: 1.0})
+    mean, low, high, pairs = low_high
+    assert pairs == 3 and mean == pytest.approx(0.5) and 0.0 <= low < 0.5 < high <= 1.0
+
+
+def test_ablation_directions_verdicts_from_paired_differences(tmp_path):
+    import subprocess
+    import sys
+
+    for n, base in enumerate([0.2, 0.5, 0.8]):
+        _write_trial(tmp_path, "break_a_scene", f"s{n}", [(2, base, 0.6)])
+        _write_trial(tmp_path, "no_union_sampling", f"s{n}", [(2, base - 0.1, 0.6)])  # paper's way every time
+        _write_trial(tmp_path, "no_phase1", f"s{n}", [(1, base, 0.7)])  # better prompt following: reversed
+        _write_trial(tmp_path, "no_masked_loss", f"s{n}", [(1, base, 0.6 + (n - 1) * 0.1)])  # +0.1, 0, -0.1
+    done = subprocess.run([sys.executable, "experiments/toyworld/directions.py", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "directions.md").read_text()
+    assert "identity_multi: break_a_scene - no_union_sampling = +0.100 [+0.100, +0.100] over 3 (scene, seed) " \
+           "pairs: reproduces" in text
+    assert "prompt_following: break_a_scene - no_phase1 = -0.100 [-0.100, -0.100] over 3 (scene, seed) " \
+           "pairs: reversed" in text
+    assert "break_a_scene - no_masked_loss = +0.000" in text and text.count("undecided") == 1

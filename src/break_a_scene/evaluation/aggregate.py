@@ -16,7 +16,7 @@ import numpy as np
 
 from break_a_scene.errors import UserInputError
 from break_a_scene.evaluation.runner import FAILED_FILE, ROWS_FILE
-from break_a_scene.evaluation.stats import mean_ci
+from break_a_scene.evaluation.stats import mean_ci, paired_difference
 
 META = {"method", "scene", "train_seed", "prompt", "class_prompt", "tokens", "concepts", "sample_seed", "image"}
 AXES = {"paper": ("prompt_similarity", "identity_similarity"), "toyworld": ("prompt_following", "identity")}
@@ -38,13 +38,13 @@ def metric_names(rows: list[dict]) -> list[str]:
     return [key for key in rows[0] if key not in META] if rows else []
 
 
-def _units(rows: list[dict], metric: str) -> list[float]:
-    """One mean per (scene, training seed)."""
+def unit_means(rows: list[dict], metric: str) -> dict[tuple[str, str], float]:
+    """One mean per (scene, training seed): images of one trained model are not independent."""
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         value = float(row[metric]) if row[metric] not in ("", None) else float("nan")
         groups.setdefault((row["scene"], row["train_seed"]), []).append(value)
-    return [float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for v in groups.values()]
+    return {unit: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for unit, v in groups.items()}
 
 
 def summarize(rows: list[dict], metrics: list[str]) -> dict[str, dict]:
@@ -53,8 +53,30 @@ def summarize(rows: list[dict], metrics: list[str]) -> dict[str, dict]:
     for method in dict.fromkeys(row["method"] for row in rows):
         mine = [row for row in rows if row["method"] == method]
         table[method] = {"images": len(mine), "units": len({(r["scene"], r["train_seed"]) for r in mine}),
-                         **{m: mean_ci(_units(mine, m)) for m in metrics}}
+                         **{m: mean_ci(list(unit_means(mine, m).values())) for m in metrics}}
     return table
+
+
+def paired_differences(rows: list[dict], reference: str, metrics: list[str]) -> dict[str, dict]:
+    """{method: {metric: (mean, low, high, units)}}: each other method minus `reference`, paired by (scene,
+    training seed), with a bootstrap 95% interval over the pairs."""
+    mine = {m: [r for r in rows if r["method"] == m] for m in dict.fromkeys(r["method"] for r in rows)}
+    base = {metric: unit_means(mine[reference], metric) for metric in metrics}
+    return {method: {metric: paired_difference(base[metric], unit_means(theirs, metric)) for metric in metrics}
+            for method, theirs in mine.items() if method != reference}
+
+
+def paired_table(differences: dict[str, dict], reference: str, metrics: list[str]) -> str:
+    lines = [f"| method - {reference} | pairs | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
+    for method, stats in differences.items():
+        pairs = max(s[3] for s in stats.values())
+        lines.append(f"| {method} | {pairs} | " + " | ".join(_signed_cell(stats[m]) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def _signed_cell(stats: tuple) -> str:
+    mean, low, high = stats[:3]
+    return "nan" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def by_concepts(rows: list[dict], metrics: list[str]) -> dict[str, dict[int, dict]]:
@@ -110,8 +132,10 @@ def plot(table: dict[str, dict], x: str, y: str, path: Path) -> list[str]:
     return front
 
 
-def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None) -> Path:
-    """Write <out_dir>/aggregate/{table.md, table.json, by_concepts.md, figure.png}; returns that folder."""
+def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None,
+              reference: str = "break_a_scene") -> Path:
+    """Write <out_dir>/aggregate/{table.md, table.json, by_concepts.md, figure.png} and, when the rows have
+    `reference` and another method, paired.md (each method minus it, paired by unit); returns that folder."""
     out_dir = Path(out_dir)
     rows = load_rows(out_dir)
     failures = load_failures(out_dir)
@@ -135,6 +159,11 @@ def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None) -
     (report / "table.md").write_text("\n".join(text) + "\n")
     (report / "table.json").write_text(json.dumps({"metrics": metrics, "x": x, "y": y, "pareto_front": front,
                                                    "failed_trials": len(failures), "methods": table}, indent=1))
+    if reference in table and len(table) > 1:
+        differences = paired_differences(rows, reference, metrics)
+        (report / "paired.md").write_text(
+            f"Each method minus {reference}, paired by (scene, training seed); bootstrap 95% intervals over the "
+            f"pairs.\n\n{paired_table(differences, reference, metrics)}\n")
     breakdown = [f"## {k} concept{'s' if k > 1 else ''} in the prompt\n\n{markdown_table(t, metrics)}\n"
                  for k, t in by_concepts(rows, metrics).items()]
     (report / "by_concepts.md").write_text("\n".join(breakdown))
