@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -97,7 +98,11 @@ class ToyWorldPretraining(L.LightningModule):
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
         input_ids = tokenize(self.components.tokenizer, list(captions)).to(self.device)
         pred = self.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, self.text_encoder(input_ids)[0])
-        loss = F.mse_loss(pred.sample, noise)
+        if self.components.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        loss = F.mse_loss(pred.sample, target)
         self.log("loss", loss, prog_bar=True)
         return loss
 
@@ -139,6 +144,13 @@ def _vae_stage(components: DiffusionComponents, cfg) -> None:
     log.info("VAE stage: reconstruction MSE %.5f, latent scale %.4f", summary["vae_mse"], summary["latent_scale"])
 
 
+def apply_noise_schedule(components: DiffusionComponents, settings: dict | None) -> None:
+    """Train under the model's schedule with `settings` (DDPMScheduler arguments) changed; the export carries
+    them, so sampling and Break-A-Scene training on the model use the same schedule."""
+    if settings:
+        components.noise_scheduler = DDPMScheduler.from_config(components.noise_scheduler.config, **settings)
+
+
 def pretrain(cfg) -> Path:
     """The whole pretraining from a composed `pretrain.yaml`: VAE stage (cached in the run folder), UNet
     stage with EMA and checkpoints (`ckpt_path=last` resumes), then an fp16 export of the EMA weights."""
@@ -155,6 +167,7 @@ def pretrain(cfg) -> Path:
         components = instantiate(cfg.model.components)
         _vae_stage(components, cfg)
     components.vae.requires_grad_(False)
+    apply_noise_schedule(components, cfg.get("noise_schedule"))
 
     module = ToyWorldPretraining(components, lr=cfg.unet.lr, weight_decay=cfg.unet.weight_decay)
     datamodule = ToyDataModule(cfg.unet.steps, cfg.unet.batch_size, cfg.seed, cfg.unet.num_workers,
