@@ -26,6 +26,7 @@ demo: install
 	$(BIN)/bas-generate pipeline=outputs/demo/pipeline hydra.run.dir=outputs/demo/samples overwrite=true \
 		generation.prompts=$(TOY_PROMPTS) generation.num_images_per_prompt=4 \
 		generation.num_inference_steps=25 generation.guidance_scale=5
+	$(BIN)/python experiments/toyworld/judge_demo.py outputs/demo
 
 # The code path of the photo example (coffee cup, saucer, spoon) with a random tiny model: it runs, it learns
 # nothing. On a GPU with SD 2.1-base: bas-train experiment=official data.scene.folder=<your scene>.

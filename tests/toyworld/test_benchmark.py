@@ -1,5 +1,7 @@
+import pytest
+
 from break_a_scene.evaluation.stats import mean_ci
-from break_a_scene.toyworld.benchmark import benchmark_prompts, score_reading
+from break_a_scene.toyworld.benchmark import benchmark_prompts, parse_prompt, score_reading
 from break_a_scene.toyworld.judges import Reading
 from break_a_scene.toyworld.world import ToyObject, ToyScene
 
@@ -39,3 +41,19 @@ def test_mean_ci():
     mean, low, high = mean_ci([0.0, 1.0] * 20)
     assert mean == 0.5 and 0.33 < low < 0.5 < high < 0.67
     assert mean_ci([0.3] * 5) == (0.3, 0.3, 0.3)
+
+
+def test_parse_prompt_reads_slots_objects_and_background():
+    tokens = ["<asset0>", "<asset1>"]
+    parsed = parse_prompt("a photo of <asset1> in the middle and <asset0> on the right on an navy background",
+                          SCENE, tokens)
+    assert parsed.tokens == ("<asset1>", "<asset0>") and parsed.background == "navy"
+    assert parsed.objects == (ToyObject("ring", "blue", "middle"), ToyObject("star", "orange", "right"))
+    # the benchmark's own prompts parse back to themselves
+    for prompt in benchmark_prompts(SCENE, tokens, per_subset=2, seed=3):
+        assert parse_prompt(prompt.prompt, SCENE, tokens) == prompt
+    for bad in ("a photo of <asset0> on a navy background", "a photo of <asset0> on the left",
+                "a photo of <asset0> on the left and <asset1> on a navy background",
+                "a photo of <asset0> on the left on a pink background"):
+        with pytest.raises(ValueError, match="does not say where each token goes"):
+            parse_prompt(bad, SCENE, tokens)

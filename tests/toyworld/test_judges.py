@@ -33,3 +33,38 @@ def test_judge_tolerates_noise():
     right = sum(r.background == s.background and all(r.slots[o.slot] == (o.colour, o.shape) for o in s.objects)
                 for r, s in zip(readings, scenes))
     assert right / len(scenes) >= 0.9
+
+
+def test_demo_reading_of_true_renders_is_all_right(tmp_path):
+    """experiments/toyworld/judge_demo.py on a run folder whose "samples" are true renders of the prompts."""
+    import json
+    import subprocess
+    import sys
+    from dataclasses import replace
+
+    from break_a_scene.config import ASSETS_DIR
+    from break_a_scene.toyworld.scenes import read_scene_json
+    from break_a_scene.toyworld.world import ToyScene, render
+
+    scene_dir = ASSETS_DIR / "scenes" / "toy_star_ring"
+    scene = read_scene_json(scene_dir)
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "break_a_scene.json").write_text(
+        json.dumps({"scene": str(scene_dir), "tokens": ["<asset0>", "<asset1>"]}))
+    (tmp_path / "samples").mkdir()
+    wanted = {"a photo of <asset1> on the left on a navy background":
+              ToyScene((replace(scene.objects[1], slot="left"),), "navy"),
+              "a photo of <asset0> in the middle on a beige background":
+              ToyScene((replace(scene.objects[0], slot="middle"),), "gray")}  # wrong background
+    records = []
+    for n, (prompt, truth) in enumerate(wanted.items()):
+        render(truth, 32)[0].save(tmp_path / "samples" / f"{n}.png")
+        records.append(json.dumps({"image": f"{n}.png", "prompt": prompt, "seed": 0}))
+    (tmp_path / "samples" / "samples.jsonl").write_text("\n".join(records) + "\n")
+    done = subprocess.run([sys.executable, "experiments/toyworld/judge_demo.py", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert ("<asset1> on the left on a navy background: objects found 100%, in their slots 100%, "
+            "background right 1/1, all right 1/1") in done.stdout
+    assert "beige background: objects found 100%, in their slots 100%, background right 0/1, all right 0/1" \
+        in done.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -44,6 +45,25 @@ def benchmark_prompts(scene: ToyScene, tokens: list[str], per_subset: int = 2, s
                 prompts.append(ToyPrompt(f"a photo of {phrase} on a {background} background",
                                          tuple(tokens[i] for i in order), objects, background))
     return prompts
+
+
+_PLACED = re.compile(r"(<[^>]+>) (on the left|in the middle|on the right)")
+_BACKGROUND = re.compile(r"on an? (\w+) background")
+
+
+def parse_prompt(prompt: str, scene: ToyScene, tokens: list[str]) -> ToyPrompt:
+    """What a hand-written prompt asks for ("a photo of <asset0> on the left on a navy background"): each
+    token placed in a slot, with its object from the scene, and the background. Every token needs a slot
+    and the prompt a background, so the judge can score it."""
+    placed = _PLACED.findall(prompt)
+    background = _BACKGROUND.search(prompt)
+    unplaced = [t for t in tokens if t in prompt and t not in dict(placed)]
+    if not placed or unplaced or background is None or background.group(1) not in BACKGROUNDS:
+        raise ValueError(f"'{prompt}' does not say where each token goes and on which background "
+                         f"(e.g. 'a photo of {tokens[0]} on the left on a navy background'; backgrounds: "
+                         f"{', '.join(BACKGROUNDS)})")
+    objects = tuple(replace(scene.objects[tokens.index(t)], slot=where.split()[-1]) for t, where in placed)
+    return ToyPrompt(prompt, tuple(t for t, _ in placed), objects, background.group(1))
 
 
 def score_reading(prompt: ToyPrompt, reading) -> dict[str, float]:

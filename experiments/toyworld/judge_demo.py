@@ -1,0 +1,46 @@
+"""The judge's reading of a `make demo` run: for each prompt, the share of its tokens' objects (colour and
+shape) found and found in the prompted slot, over its images, and in how many images the background is as
+prompted and everything is right.
+
+    python experiments/toyworld/judge_demo.py outputs/demo
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from break_a_scene.config import ASSETS_DIR
+from break_a_scene.evaluation.toy import toy_scores
+from break_a_scene.scene import image_to_tensor
+from break_a_scene.toyworld.benchmark import parse_prompt
+from break_a_scene.toyworld.judges import load_judge
+from break_a_scene.toyworld.scenes import read_scene_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", type=Path, help="the demo's run folder (holds pipeline/ and samples/)")
+    args = parser.parse_args()
+    manifest = json.loads((args.run / "pipeline" / "break_a_scene.json").read_text())
+    scene = read_scene_json(manifest["scene"])
+    records = [json.loads(line) for line in (args.run / "samples" / "samples.jsonl").read_text().splitlines()]
+    judge = load_judge(ASSETS_DIR / "toyworld" / "judge.pt")
+    names = ", ".join(f"{t} = {o.colour} {o.shape}" for t, o in zip(manifest["tokens"], scene.objects))
+    print(f"the judge's reading of {args.run / 'samples'} ({names}):")
+    for prompt in dict.fromkeys(r["prompt"] for r in records):
+        target = parse_prompt(prompt, scene, manifest["tokens"])
+        paths = [args.run / "samples" / r["image"] for r in records if r["prompt"] == prompt]
+        images = torch.stack([(image_to_tensor(Image.open(p), 32) + 1) / 2 for p in paths])
+        scores = toy_scores(judge, images, [target] * len(paths))
+        n = len(paths)
+        share = {k: sum(v) / n for k, v in scores.items()}
+        print(f"  {prompt}: objects found {share['identity']:.0%}, in their slots {share['position']:.0%}, "
+              f"background right {round(share['background'] * n)}/{n}, all right {round(share['all_correct'] * n)}/{n}")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
