@@ -65,3 +65,64 @@ def test_resumed_data_stream_continues_where_it_stopped():
     assert len(rest) == 4
     for i in range(4):
         assert torch.equal(rest[i][0], full[6 + i][0]) and rest[i][1] == full[6 + i][1]
+
+
+@pytest.mark.slow  # 45 s: two bas-pretrain runs
+def test_shipped_recipe_two_stages(tmp_path):
+    """experiments/toyworld/pretrain_shipped.sh, shortened: stage 1 under SD's schedule, stage 2 continues its
+    export under zero terminal SNR with v-prediction; the export carries the schedule."""
+    import os
+    import subprocess
+
+    from tests.integration.test_cli import BIN
+
+    env = {**os.environ, "STAGE1_STEPS": "1", "STAGE2_STEPS": "1", "BIN": str(BIN)}
+    done = subprocess.run(["bash", "experiments/toyworld/pretrain_shipped.sh", str(tmp_path), "unet.batch_size=4",
+                           "unet.num_workers=0", "vae.steps=1", "logger=none", "trainer.enable_progress_bar=false",
+                           "trainer.enable_model_summary=false"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = load_pretrained(str(tmp_path / "stage1" / "toyworld_model")).noise_scheduler.config
+    second = load_pretrained(str(tmp_path / "stage2" / "toyworld_model")).noise_scheduler.config
+    settings = [(c.prediction_type, c.rescale_betas_zero_snr, c.timestep_spacing) for c in (first, second)]
+    assert settings == [("epsilon", False, "leading"), ("v_prediction", True, "trailing")]
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # the step alone, outside a Trainer
+@pytest.mark.parametrize("schedule", [None, {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}])
+def test_pretraining_loss_target_follows_the_schedule(tmp_path, schedule):
+    """The loss regresses the noise under epsilon and the velocity under v-prediction (zero terminal SNR:
+    at t=999 the velocity is minus the clean latent)."""
+    import random
+
+    from hydra.utils import instantiate
+
+    from break_a_scene.scene import image_to_tensor
+    from break_a_scene.toyworld.pretrain import ToyWorldPretraining, apply_noise_schedule
+    from break_a_scene.toyworld.world import caption, render, sample_scene
+    from tests.helpers import compose_config
+
+    components = instantiate(compose_config("pretrain", [], tmp_path).model.components)
+    apply_noise_schedule(components, schedule)
+    module = ToyWorldPretraining(components)
+    scenes = [sample_scene(random.Random(i)) for i in range(2)]
+    images = torch.stack([image_to_tensor(render(s, 32)[0], 32) for s in scenes])
+    captions = [caption(s) for s in scenes]
+    torch.manual_seed(0)
+    loss = module.training_step((images, captions), 0)
+
+    torch.manual_seed(0)
+    scheduler = components.noise_scheduler
+    latents = components.vae.encode(images).latent_dist.sample() * components.latent_scale
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, 1000, (2,))
+    from break_a_scene.data import tokenize
+    with torch.no_grad():
+        pred = components.unet(scheduler.add_noise(latents, noise, t), t,
+                               components.text_encoder(tokenize(components.tokenizer, captions))[0]).sample
+    target = scheduler.get_velocity(latents, noise, t) if schedule else noise
+    assert loss.item() == pytest.approx(torch.nn.functional.mse_loss(pred, target).item(), rel=1e-5)
+    if schedule:
+        assert scheduler.alphas_cumprod[-1] < 1e-6  # zero terminal SNR
+        end = torch.tensor([999, 999])
+        velocity = scheduler.get_velocity(latents, noise, end)
+        assert torch.allclose(velocity, -latents, atol=1e-3)
