@@ -30,9 +30,10 @@ def main() -> None:
     pipe = pipeline_from_components(load_pretrained(args.model))
     judge = load_judge(args.judge)
     single, double = prompt_cases(args.prompts, 1, seed=1), prompt_cases(args.prompts, 2, seed=2)
-    summary = {}
+    summary, per_prompt = {}, {}
     for guidance in args.guidance:
         rows = measure(pipe, judge, single, guidance, args.steps) + measure(pipe, judge, double, guidance, args.steps)
+        per_prompt[f"guidance {guidance}"] = rows
         keys = ["colour", "shape", "colour+shape", "position", "background", "objects", "all_correct",
                 "high_frequency", "high_frequency_render"]
         result = {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in keys}
@@ -43,7 +44,9 @@ def main() -> None:
               f"true renders of the same prompts {result['high_frequency_render']:.3f}")
         print("  bars: " + ", ".join(f"{k} {'met' if result[k] >= bar else 'MISSED'}" for k, bar in BARS.items()))
     if args.out:
-        args.out.write_text(json.dumps({"prompts_per_kind": args.prompts, "steps": args.steps, **summary}, indent=1))
+        # the rows let a test re-measure a few prompts and compare them one by one
+        args.out.write_text(json.dumps({"prompts_per_kind": args.prompts, "steps": args.steps, **summary,
+                                        "rows": per_prompt}, indent=1))
 
 
 if __name__ == "__main__":
