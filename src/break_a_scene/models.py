@@ -48,6 +48,12 @@ class DiffusionComponents:
     def prediction_type(self) -> str:
         return self.noise_scheduler.config.prediction_type
 
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the UNet regresses at these timesteps: the velocity under v-prediction, else the noise."""
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        return noise
+
     @property
     def unet_downsample_factor(self) -> int:
         """Latent pixels per pixel of the UNet's coarsest feature map (8 for SD's four blocks)."""

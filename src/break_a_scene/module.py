@@ -322,10 +322,7 @@ class BreakASceneModule(L.LightningModule):
             device=latents.device,
         )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        if self.components.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        target = self.components.training_target(latents, noise, timesteps)
 
         text = self.text_encoder(input_ids)[0]
         pred = self.unet_forward(noisy, timesteps, text, return_dict=False)[0]

@@ -98,10 +98,7 @@ class ToyWorldPretraining(L.LightningModule):
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
         input_ids = tokenize(self.components.tokenizer, list(captions)).to(self.device)
         pred = self.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, self.text_encoder(input_ids)[0])
-        if self.components.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        target = self.components.training_target(latents, noise, timesteps)
         loss = F.mse_loss(pred.sample, target)
         self.log("loss", loss, prog_bar=True)
         return loss
