@@ -47,7 +47,8 @@ def benchmark_prompts(scene: ToyScene, tokens: list[str], per_subset: int = 2, s
     return prompts
 
 
-_PLACED = re.compile(r"(<[^>]+>) (on the left|in the middle|on the right)")
+_SLOT_BY_PHRASE = {_where(slot): slot for slot in SLOTS}
+_PLACED = re.compile(r"(<[^>]+>) (" + "|".join(map(re.escape, _SLOT_BY_PHRASE)) + ")")
 _BACKGROUND = re.compile(r"on an? (\w+) background")
 
 
@@ -62,7 +63,7 @@ def parse_prompt(prompt: str, scene: ToyScene, tokens: list[str]) -> ToyPrompt:
         raise ValueError(f"'{prompt}' does not say where each token goes and on which background "
                          f"(e.g. 'a photo of {tokens[0]} on the left on a navy background'; backgrounds: "
                          f"{', '.join(BACKGROUNDS)})")
-    objects = tuple(replace(scene.objects[tokens.index(t)], slot=where.split()[-1]) for t, where in placed)
+    objects = tuple(replace(scene.objects[tokens.index(t)], slot=_SLOT_BY_PHRASE[where]) for t, where in placed)
     return ToyPrompt(prompt, tuple(t for t, _ in placed), objects, background.group(1))
 
 
