@@ -70,13 +70,8 @@ def paired_table(differences: dict[str, dict], reference: str, metrics: list[str
     lines = [f"| method - {reference} | pairs | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
     for method, stats in differences.items():
         pairs = max(s[3] for s in stats.values())
-        lines.append(f"| {method} | {pairs} | " + " | ".join(_signed_cell(stats[m]) for m in metrics) + " |")
+        lines.append(f"| {method} | {pairs} | " + " | ".join(_cell(stats[m][:3], signed=True) for m in metrics) + " |")
     return "\n".join(lines)
-
-
-def _signed_cell(stats: tuple) -> str:
-    mean, low, high = stats[:3]
-    return "nan" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def by_concepts(rows: list[dict], metrics: list[str]) -> dict[str, dict[int, dict]]:
@@ -91,9 +86,11 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
             if not any(ox >= x and oy >= y and (ox, oy) != (x, y) for o, (ox, oy) in points.items() if o != m)]
 
 
-def _cell(stats: tuple[float, float, float]) -> str:
+def _cell(stats: tuple[float, float, float], signed: bool = False) -> str:
+    """Mean [low, high]; `signed` shows the sign, for differences."""
     mean, low, high = stats
-    return "nan" if mean != mean else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    fmt = "+.3f" if signed else ".3f"
+    return "nan" if mean != mean else f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
 def markdown_table(table: dict[str, dict], metrics: list[str]) -> str:
