@@ -33,7 +33,7 @@ def main() -> None:
     for prompt in dict.fromkeys(r["prompt"] for r in records):
         target = parse_prompt(prompt, scene, manifest["tokens"])
         paths = [args.run / "samples" / r["image"] for r in records if r["prompt"] == prompt]
-        images = torch.stack([(image_to_tensor(Image.open(p), 32) + 1) / 2 for p in paths])
+        images = torch.stack([(image_to_tensor(Image.open(p), manifest["resolution"]) + 1) / 2 for p in paths])
         scores = toy_scores(judge, images, [target] * len(paths))
         n = len(paths)
         share = {k: sum(v) / n for k, v in scores.items()}

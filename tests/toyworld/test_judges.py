@@ -50,7 +50,7 @@ def test_demo_reading_of_true_renders_is_all_right(tmp_path):
     scene = read_scene_json(scene_dir)
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "pipeline" / "break_a_scene.json").write_text(
-        json.dumps({"scene": str(scene_dir), "tokens": ["<asset0>", "<asset1>"]}))
+        json.dumps({"scene": str(scene_dir), "tokens": ["<asset0>", "<asset1>"], "resolution": 32}))
     (tmp_path / "samples").mkdir()
     wanted = {"a photo of <asset1> on the left on a navy background":
               ToyScene((replace(scene.objects[1], slot="left"),), "navy"),
