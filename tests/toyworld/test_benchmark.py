@@ -31,10 +31,27 @@ def test_scores_by_hand():
     wrong = next(s for s in ("left", "middle", "right") if s not in (star.slot, ring.slot))
     reading = Reading(pair.background, {**empty, star.slot: ("orange", "star"), wrong: ("blue", "ring")})
     assert score_reading(pair, reading) == {"identity": 1.0, "position": 0.5, "background": 1.0,
-                                            "prompt_following": 0.75, "all_correct": 0.0}
+                                            "prompt_following": 0.75, "all_correct": 0.0,
+                                            "extra_objects": 0.0, "mixed": 0.0}
     reading = Reading("black", {**empty, star.slot: ("orange", "circle")})
     assert score_reading(pair, reading) == {"identity": 0.0, "position": 0.0, "background": 0.0,
-                                            "prompt_following": 0.0, "all_correct": 0.0}
+                                            "prompt_following": 0.0, "all_correct": 0.0,
+                                            "extra_objects": 0.0, "mixed": 0.0}  # a circle is no scene shape
+
+
+def test_entanglement_readings_by_hand():
+    """The ring's prompt: the star leaking in is an extra object; a blue star mixes the two concepts."""
+    prompts = benchmark_prompts(SCENE, ["<asset0>", "<asset1>"], per_subset=1, seed=0)
+    ring_alone = next(p for p in prompts if p.tokens == ("<asset1>",))
+    slot = ring_alone.objects[0].slot
+    other = next(s for s in ("left", "middle", "right") if s != slot)
+    empty = {"left": None, "middle": None, "right": None}
+    leaked = Reading(ring_alone.background, {**empty, slot: ("blue", "ring"), other: ("orange", "star")})
+    scores = score_reading(ring_alone, leaked)
+    assert (scores["all_correct"], scores["extra_objects"], scores["mixed"]) == (1.0, 1.0, 0.0)
+    swapped = Reading(ring_alone.background, {**empty, slot: ("blue", "star")})
+    scores = score_reading(ring_alone, swapped)
+    assert (scores["identity"], scores["extra_objects"], scores["mixed"]) == (0.0, 0.0, 1.0)
 
 
 def test_mean_ci():

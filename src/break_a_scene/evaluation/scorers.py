@@ -69,9 +69,10 @@ class PaperScorer:
 
 
 class ToyScorer:
-    """The toy world's judge: identity, prompt_following, position, background, all_correct."""
+    """The toy world's judge (identity, prompt_following, position, background, all_correct, extra_objects,
+    mixed) and each image's attention IoU."""
 
-    needs_attention = False
+    needs_attention = True
 
     def __init__(self, judge):
         from break_a_scene.evaluation.toy import ToyIdentity, ToyPromptFollowing
@@ -81,11 +82,13 @@ class ToyScorer:
                                               "prompt_following": ToyPromptFollowing(judge)}
 
     def __call__(self, images: torch.Tensor, prompts: list[EvalPrompt], samples) -> dict[str, list[float]]:
-        from break_a_scene.evaluation.toy import toy_scores
+        from break_a_scene.evaluation.toy import attention_iou, toy_scores
 
         values = toy_scores(self.judge, images, [p.target for p in prompts])
         for name, metric in self.metrics.items():
             metric.update(scores=torch.tensor(values[name]))
+        values["attention_iou"] = [attention_iou(p.target, s.attention, images.shape[-1])
+                                   for p, s in zip(prompts, samples)]
         return values
 
 

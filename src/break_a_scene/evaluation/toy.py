@@ -2,17 +2,20 @@
 
 Identity: the share of the prompt's concepts whose object (colour and shape) the judge finds anywhere.
 Prompt following: the background as prompted and each found object in its prompted slot (mean of both).
+Attention IoU: where each token's cross-attention falls against where its object should be drawn.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from break_a_scene.evaluation.metrics import MeanScore
 from break_a_scene.evaluation.prompts import EvalPrompt
 from break_a_scene.toyworld.benchmark import ToyPrompt, benchmark_prompts, score_reading
 from break_a_scene.toyworld.judges import ToyJudge, read_images
-from break_a_scene.toyworld.world import ToyScene
+from break_a_scene.toyworld.world import ToyScene, render
 
 
 def toy_prompt_set(scene: ToyScene, tokens: list[str], per_subset: int = 2, seed: int = 0) -> list[EvalPrompt]:
@@ -52,3 +55,16 @@ def toy_scores(judge: ToyJudge, images: torch.Tensor, targets: list[ToyPrompt]) 
     """Every toy metric per image: identity, prompt_following, position, background, all_correct."""
     rows = [score_reading(t, r) for t, r in zip(targets, read_images(judge, images * 2 - 1))]
     return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+
+
+def attention_iou(target: ToyPrompt, attention: dict[str, np.ndarray], resolution: int) -> float:
+    """Mean over the prompt's tokens of the IoU between the token's map (at or above half its maximum) and
+    its object's silhouette in the prompted slot, both at the map's size (cells at least half covered)."""
+    _, masks = render(ToyScene(target.objects, target.background), resolution)
+    ious = []
+    for token, mask in zip(target.tokens, masks):
+        heat = attention[token]
+        cells = F.adaptive_avg_pool2d(torch.from_numpy(mask)[None], heat.shape).squeeze(0).numpy() >= 0.5
+        hot = heat >= 0.5 * heat.max()
+        ious.append((hot & cells).sum() / max((hot | cells).sum(), 1))
+    return float(np.mean(ious))

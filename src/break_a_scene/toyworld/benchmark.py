@@ -3,7 +3,9 @@
 A scene's prompt set: each non-empty token subset placed in new slots on a new background
 ("a photo of <asset1> on the left and <asset0> on the right on a navy background"). Per image: identity =
 the share of the prompt's tokens whose object (colour and shape) the judge finds anywhere; prompt following
-= the background as prompted and each found object in its prompted slot.
+= the background as prompted and each found object in its prompted slot. Two readings of entanglement:
+extra_objects = the judge sees more objects than the prompt asks for (a concept leaking in, or one drawn
+twice); mixed = it sees an object whose colour belongs to one of the scene's objects and shape to another.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class ToyPrompt:
     tokens: tuple[str, ...]
     objects: tuple[ToyObject, ...]  # the tokens' objects, in the slots the prompt asks for
     background: str
+    scene_objects: tuple[ToyObject, ...]  # every object of the scene the tokens were learned from
 
 
 def _where(slot: str) -> str:
@@ -43,7 +46,7 @@ def benchmark_prompts(scene: ToyScene, tokens: list[str], per_subset: int = 2, s
                 objects = tuple(replace(scene.objects[i], slot=s) for i, s in zip(order, slots))
                 phrase = " and ".join(f"{tokens[i]} {_where(s)}" for i, s in zip(order, slots))
                 prompts.append(ToyPrompt(f"a photo of {phrase} on a {background} background",
-                                         tuple(tokens[i] for i in order), objects, background))
+                                         tuple(tokens[i] for i in order), objects, background, scene.objects))
     return prompts
 
 
@@ -64,17 +67,22 @@ def parse_prompt(prompt: str, scene: ToyScene, tokens: list[str]) -> ToyPrompt:
                          f"(e.g. 'a photo of {tokens[0]} on the left on a navy background'; backgrounds: "
                          f"{', '.join(BACKGROUNDS)})")
     objects = tuple(replace(scene.objects[tokens.index(t)], slot=_SLOT_BY_PHRASE[where]) for t, where in placed)
-    return ToyPrompt(prompt, tuple(t for t, _ in placed), objects, background.group(1))
+    return ToyPrompt(prompt, tuple(t for t, _ in placed), objects, background.group(1), scene.objects)
 
 
 def score_reading(prompt: ToyPrompt, reading) -> dict[str, float]:
     found = [reading.find(obj.colour, obj.shape) for obj in prompt.objects]
     placed = [obj.slot in slots for obj, slots in zip(prompt.objects, found)]
     background = float(reading.background == prompt.background)
+    seen = [obj for obj in reading.slots.values() if obj is not None]
+    learned = {(obj.colour, obj.shape) for obj in prompt.scene_objects}
+    colours, shapes = {c for c, _ in learned}, {s for _, s in learned}
     return {
         "identity": float(np.mean([bool(slots) for slots in found])),
         "position": float(np.mean(placed)),
         "background": background,
         "prompt_following": (float(np.mean(placed)) + background) / 2,
         "all_correct": float(all(placed) and background == 1.0),
+        "extra_objects": float(len(seen) > len(prompt.objects)),
+        "mixed": float(any(obj not in learned and obj[0] in colours and obj[1] in shapes for obj in seen)),
     }
