@@ -5,6 +5,8 @@ Tiny models use it so that token ids, BPE splits and prompt lengths in tests are
 
 from __future__ import annotations
 
+import copy
+import functools
 import gzip
 import os
 
@@ -53,5 +55,11 @@ def tokenizer_from_merges(merges: list[tuple[str, str]], pad_token: str = "!",
 
 
 def build_clip_tokenizer(pad_token: str = "!") -> CLIPTokenizer:
-    """CLIP's tokenizer with SD 2.x's padding ('!', id 0); pass '<|endoftext|>' for SD 1.x's."""
+    """CLIP's tokenizer with SD 2.x's padding ('!', id 0); pass '<|endoftext|>' for SD 1.x's. A fresh copy
+    each time (callers add tokens to theirs); the first build is cached, as it takes seconds."""
+    return copy.deepcopy(_cached_clip_tokenizer(pad_token))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_clip_tokenizer(pad_token: str) -> CLIPTokenizer:
     return tokenizer_from_merges(clip_merges(), pad_token)
