@@ -39,14 +39,23 @@ ROWS = [
     ("12gb (bf16-mixed)", ["memory=12gb"]),
 ]
 COMPILED = ("full, 32-true + TF32, ours, compiled (reduce-overhead)", ["method.compile_unet=reduce-overhead"])
+# SDXL's architecture (random weights) at 1024 px with the LoRA phase 2 (target: <= 24 GiB), without prior
+# preservation (its class images would be made at 1024 px first)
+SDXL_ROWS = [
+    ("SDXL 1024 px, LoRA phase 2 (rank 32), no prior, 32-true + TF32",
+     ["variant=lora", "data.prior_preservation.enabled=false"]),
+    ("SDXL 1024 px, LoRA phase 2 (rank 32), no prior, bf16-mixed",
+     ["variant=lora", "data.prior_preservation.enabled=false", "trainer.precision=bf16-mixed"]),
+]
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
-def model_overrides(args) -> list[str]:
-    overrides = [f"model={args.model}", f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+def model_overrides(args, model: str | None = None) -> list[str]:
+    model = model or args.model
+    overrides = [f"model={model}", f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
                  f"paths.cache_dir={args.work / 'cache'}",
                  f"data.prior_preservation.num_class_images={args.class_images}"]
-    if args.model == "sd21_base_arch":
+    if model.endswith("_arch"):
         overrides.append(f"model.components.device={args.device}")
     else:  # the CPU run checks the path, quickly
         overrides.append("data.prior_preservation.num_inference_steps=5")
@@ -65,7 +74,8 @@ def child_classes(args, payload=None) -> dict:
     return {"seconds": time.perf_counter() - start, "count": len(images)}
 
 
-def child_steps(args, overrides: list[str]) -> dict:
+def child_steps(args, row: dict) -> dict:
+    """row: {"model": a model config or null (the check's), "overrides": [...]}."""
     import lightning as L
     import torch
 
@@ -106,9 +116,9 @@ def child_steps(args, overrides: list[str]) -> dict:
 
     steps = args.warmup + args.steps
     cfg = compose("train", [
-        *model_overrides(args), *QUIET, f"method.phase1_steps={steps}", f"method.phase2_steps={steps}",
+        *model_overrides(args, row["model"]), *QUIET, f"method.phase1_steps={steps}", f"method.phase2_steps={steps}",
         "callbacks.export=null", "callbacks.samples=null", "callbacks.attention_maps=null", "callbacks.scene=null",
-        *overrides,
+        *row["overrides"],
     ], args.work / "steps")
     trainer, module, datamodule = build_run(cfg)
     timer = StepTimer()
@@ -217,8 +227,9 @@ def main() -> None:
             raise SystemExit("gpu_check: no CUDA device here; run it on a GPU machine, or with --device cpu")
     args.work = args.work or Path(tempfile.mkdtemp(prefix="bas-gpu-check-"))
     began = time.perf_counter()
-    rows = [row for row in ROWS if cuda or "trainer.precision=16-mixed" not in row[1]]  # fp16 autocast: CUDA only
-    rows += [COMPILED] if args.compile else []
+    rows = [(label, None, o) for label, o in ROWS if cuda or "trainer.precision=16-mixed" not in o]  # fp16: CUDA only
+    rows += [(COMPILED[0], None, COMPILED[1])] if args.compile else []
+    rows += [(label, "sdxl_arch" if cuda else "tiny_sdxl", o) for label, o in SDXL_ROWS]
 
     classes = run_child(args, "classes", None)
     print(f"class images cached: {classes['count']} in {classes['seconds']:.1f} s", file=sys.stderr)
@@ -227,12 +238,12 @@ def main() -> None:
     generation = run_child(args, "generate", e2e["pipeline"])
     results, skipped = [], []
     eight_bit = importlib.util.find_spec("bitsandbytes") is not None
-    for label, overrides in rows:
+    for label, model, overrides in rows:
         if not eight_bit and any(o in overrides for o in ("memory=16gb", "memory=12gb")):
             skipped.append(f"{label}: skipped, its 8-bit AdamW needs bitsandbytes (pip install bitsandbytes)")
             continue
         try:  # one row running out of memory or failing does not lose the others
-            results.append((label, run_child(args, "steps", overrides)))
+            results.append((label, run_child(args, "steps", {"model": model, "overrides": overrides})))
         except child_process.ChildFailed as failure:
             print(failure, file=sys.stderr)
             skipped.append(f"{label}: failed ({str(failure).strip().splitlines()[-1][:160]})")

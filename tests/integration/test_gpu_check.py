@@ -17,7 +17,9 @@ def test_gpu_check_prints_its_table_on_the_cpu(tmp_path):
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
     number = r"\d+\.\d\d"
     for label in ("full, 32-true \\+ TF32, ours", "full, 32-true \\+ TF32, released capture",
-                  "full, bf16-mixed, ours", "24gb", "16gb", "12gb \\(bf16-mixed\\)"):
+                  "full, bf16-mixed, ours", "24gb", "16gb", "12gb \\(bf16-mixed\\)",
+                  "SDXL 1024 px, LoRA phase 2 \\(rank 32\\), no prior, 32-true \\+ TF32",
+                  "SDXL 1024 px, LoRA phase 2 \\(rank 32\\), no prior, bf16-mixed"):
         assert any(re.fullmatch(rf"\| {label} \| {number} \| n/a \| {number} \| n/a \|", line) for line in table), label
     assert any(re.fullmatch(rf"\| ours / released capture, 32-true \+ TF32 \| {number}x \| \| {number}x \| \|", line)
                for line in table)
