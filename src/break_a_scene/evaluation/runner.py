@@ -137,8 +137,10 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
         bar.update(len(rows))
     bar.close()
     summary = {name: float(metric.compute()) for name, metric in scorer.metrics.items()}
+    export_mb = sum(p.stat().st_size for p in pipeline_dir.rglob("*") if p.is_file()) / 2**20
     (trial / SUMMARY_FILE).write_text(json.dumps({"method": cfg.method_name, "scene": scene_name,
-                                                  "train_seed": cfg.seed, "new_rows": written, **summary}, indent=1))
+                                                  "train_seed": cfg.seed, "new_rows": written, **summary,
+                                                  "export_mb": round(export_mb, 3)}, indent=1))
     return written
 
 
