@@ -61,12 +61,10 @@ class KillDuringExport(L.Callback):
     has moved them into place."""
 
     def on_fit_start(self, trainer, module) -> None:
-        from break_a_scene import export
-
-        original = export.save_pipeline_dir
+        original = module.components.save_pipeline
 
         def save_then_die(*args, **kwargs):
             original(*args, **kwargs)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        export.save_pipeline_dir = save_then_die
+        module.components.save_pipeline = save_then_die

@@ -9,13 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import CLIPTokenizer
 
 from break_a_scene.scene import SceneTensors
-
-
-def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
-    """(len(prompts), 77) ids, padded and truncated as Stable Diffusion does."""
-    return tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
+from break_a_scene.tokens import tokenize_all
 
 
 class UnionSamplingDataset(Dataset):
@@ -33,7 +27,7 @@ class UnionSamplingDataset(Dataset):
     def __init__(
         self,
         scene: SceneTensors,
-        tokenizer: CLIPTokenizer,
+        tokenizers: list[CLIPTokenizer],
         token_names: list[str],
         token_ids: list[int],
         length: int,
@@ -50,7 +44,7 @@ class UnionSamplingDataset(Dataset):
         if len(token_names) != scene.masks.shape[0]:
             raise ValueError(f"{len(token_names)} tokens for {scene.masks.shape[0]} masks")
         self.scene = scene
-        self.tokenizer = tokenizer
+        self.tokenizers = list(tokenizers)
         self.token_names = list(token_names)
         self.token_ids = torch.tensor(token_ids)
         self.length = length
@@ -62,7 +56,7 @@ class UnionSamplingDataset(Dataset):
         self.joiner = joiner
         self.class_images = class_images
         self.solid_background = solid_background
-        self.class_input_ids = tokenize(tokenizer, [class_prompt])[0] if class_images is not None else None
+        self.class_input_ids = tokenize_all(tokenizers, [class_prompt])[0] if class_images is not None else None
 
     def __len__(self) -> int:
         return self.length
@@ -85,7 +79,7 @@ class UnionSamplingDataset(Dataset):
             "pixel_values": image,  # (3, R, R)
             "masks": masks,  # (k, R, R), in prompt order
             "token_ids": self.token_ids[chosen],  # (k,)
-            "input_ids": tokenize(self.tokenizer, [prompt])[0],  # (T,), T = tokenizer.model_max_length
+            "input_ids": tokenize_all(self.tokenizers, [prompt])[0],  # (E, T): each of the model's E tokenizers
             "prompt": prompt,
             "noise_seed": int(torch.randint(0, 2**62, (1,), generator=generator)),
             # the same picture always has the same key (its VAE posterior can be cached); None: drawn anew
@@ -140,7 +134,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
     def __init__(
         self,
         scene: SceneTensors,
-        tokenizer: CLIPTokenizer,
+        tokenizers: list[CLIPTokenizer],
         token_names: list[str],
         token_ids: list[int],
         total_steps: int,
@@ -157,7 +151,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         super().__init__()
         self.scene = scene
         self.dataset_kwargs = dict(
-            scene=scene, tokenizer=tokenizer, token_names=token_names, token_ids=token_ids, seed=seed,
+            scene=scene, tokenizers=tokenizers, token_names=token_names, token_ids=token_ids, seed=seed,
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
         )

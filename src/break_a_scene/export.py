@@ -1,5 +1,6 @@
 """The contract between training and everything after it: a diffusers pipeline directory with the extended
-tokenizer, loadable by plain `DiffusionPipeline.from_pretrained`, plus `break_a_scene.json`."""
+tokenizer, loadable by plain `DiffusionPipeline.from_pretrained`, plus `break_a_scene.json`. A LoRA phase 2
+exports a small asset instead (or as well): token rows and LoRA weights for the untouched base model."""
 
 from __future__ import annotations
 
@@ -9,21 +10,37 @@ import shutil
 from pathlib import Path
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.models import DiffusionComponents, quiet_loading, save_pipeline_dir
-from break_a_scene.tokens import plain_token_embedding
+from break_a_scene.lora import LORA_WEIGHTS, TOKEN_EMBEDDINGS, adapted_modules, merged_lora, save_lora_asset
+from break_a_scene.models import DiffusionComponents, quiet_loading
 
 MANIFEST = "break_a_scene.json"
+LORA_FORMATS = ("asset", "fused", "both")
 
 
-def export_pipeline(components: DiffusionComponents, path: str | Path, manifest: dict) -> Path:
-    """Write the pipeline and manifest to a temporary sibling, then move it into place in one rename."""
+def export_pipeline(components: DiffusionComponents, path: str | Path, manifest: dict, lora: str = "asset") -> Path:
+    """Write the export and its manifest to a temporary sibling, then move it into place in one rename.
+
+    A model with LoRA adapters writes, by `lora`: the asset alone (manifest format "lora_asset", with the
+    base model to load it onto), the fused full pipeline, or both in one folder."""
+    if lora not in LORA_FORMATS:
+        raise UserInputError(f"callbacks.export.lora={lora!r}; use one of {', '.join(LORA_FORMATS)}.")
+    adapted = bool(adapted_modules(components))
+    asset, fused = adapted and lora in ("asset", "both"), not adapted or lora in ("fused", "both")
+    manifest = {**manifest, "format": "pipeline" if fused else "lora_asset"}
+    if asset:
+        manifest["base_model"] = components.source
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(final)
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
-        with plain_token_embedding(components.text_encoder), quiet_loading(logs=False):
-            save_pipeline_dir(components, staging)
+        staging.mkdir()
+        with quiet_loading(logs=False):
+            if asset:
+                save_lora_asset(components, manifest["token_ids"], staging)
+            if fused:
+                with merged_lora(components):
+                    components.save_pipeline(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         _readable_like_the_manifest(staging)
         check_export_target(final)
@@ -74,8 +91,15 @@ def _process_alive(pid: int) -> bool:
 
 
 def check_export_files(path: str | Path) -> None:
-    """Every file an export needs is there: model_index.json and each part's config and weights."""
+    """Every file an export needs is there: model_index.json and each part's config and weights (an asset:
+    its token rows and LoRA weights)."""
     root = Path(path)
+    if read_manifest(root).get("format") == "lora_asset":
+        missing = [name for name in (TOKEN_EMBEDDINGS, LORA_WEIGHTS) if not (root / name).is_file()]
+        if missing:
+            raise UserInputError(f"the LoRA asset in '{root}' lacks {', '.join(missing)}; export it again, or "
+                                 f"point to an intact one.")
+        return
     index_file = root / "model_index.json"
     try:
         index = json.loads(index_file.read_text())

@@ -19,7 +19,8 @@ from diffusers import DiffusionPipeline
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import check_export_files, read_manifest
 from break_a_scene.figures import heatmap_overlay
-from break_a_scene.models import import_component_modules, quiet_loading
+from break_a_scene.lora import load_lora_asset
+from break_a_scene.models import import_component_modules, quiet_loading, released_sampler, resolve_model_dir
 from break_a_scene.precision import set_tf32
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
@@ -59,12 +60,19 @@ def resolve_device(device: str) -> str:
 
 
 def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32") -> DiffusionPipeline:
-    read_manifest(path)  # a clear error when this is not a trained output
+    """An exported pipeline, or a LoRA asset put onto its base model (which is loaded offline, with the
+    released code's sampler as the export has)."""
+    manifest = read_manifest(path)  # a clear error when this is not a trained output
     check_export_files(path)
+    asset = manifest.get("format") == "lora_asset"
+    root = resolve_model_dir(manifest["base_model"]) if asset else Path(path)
     try:
-        import_component_modules(Path(path))
+        import_component_modules(root)
         with quiet_loading():  # its own traceback log and loading bar would come before our one line
-            pipe = DiffusionPipeline.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
+            pipe = DiffusionPipeline.from_pretrained(root, dtype=getattr(torch, dtype), local_files_only=True)
+            if asset:
+                pipe.scheduler = released_sampler(pipe.scheduler.config)
+                load_lora_asset(pipe, Path(path), manifest["tokens"])
     except Exception as err:  # truncated weights, a damaged config, ...: the files, not us
         raise UserInputError(
             f"the trained pipeline in '{path}' cannot be loaded ({type(err).__name__}: {err}); its files are "

@@ -1,9 +1,12 @@
-"""Loading a Stable-Diffusion-style model's parts offline, or building them from configs.
+"""The model-family seam, its Stable Diffusion 1.x / 2.x family, and loading parts offline or building them.
 
-Every model the framework trains is a `DiffusionComponents`: the same training, export and generation code
-serves SD 2.1-base, SD 1.5, SD 2.1 (768 px, v-prediction), a random `tiny` model for tests and the
-architecture-only SD 2.1-base used by the benchmark. Sizes that the released code hard-coded (latent side,
-attention side, latent scale, prediction type) are read from here.
+Every model the framework trains is a `DiffusionComponents`: it owns its tokenizers and text encoders, turns
+prompt ids into the UNet's conditioning (`encode_prompt`), adds placeholder tokens to every text encoder,
+builds the inference pipeline and saves it. Training, sampling, prior preservation and export call only
+these, so the same code serves SD 2.1-base, SD 1.5, SD 2.1 (768 px, v-prediction), SDXL (`sdxl.py`), random
+tiny models for tests and the architecture-only models of the benchmarks. A new family is one subclass and
+one YAML file. Sizes that the released code hard-coded (latent side, attention side, latent scale,
+prediction type) are read from here.
 """
 
 from __future__ import annotations
@@ -15,25 +18,114 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.errors import UserInputError
-
-_SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+from break_a_scene.tokens import (
+    PlaceholderTokens,
+    add_placeholder_tokens,
+    check_new_tokens,
+    plain_token_embedding,
+    tokenize_all,
+)
 
 
 @dataclass
 class DiffusionComponents:
+    """Stable Diffusion 1.x / 2.x: one CLIP tokenizer and text encoder, the last hidden state conditions the
+    UNet. Other families subclass it and override the text side and the pipeline."""
+
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel
     vae: AutoencoderKL
     unet: UNet2DConditionModel
     noise_scheduler: DDPMScheduler
     source: str = "built from config"
+
+    pipeline_class: ClassVar[type[DiffusionPipeline]] = StableDiffusionPipeline
+    subfolders: ClassVar[tuple[str, ...]] = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+
+    @classmethod
+    def load_parts(cls, root: Path, kwargs: dict) -> dict:
+        """The constructor's parts read from a pipeline directory, weights in float32."""
+        return {
+            "tokenizer": CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+            "text_encoder": CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=torch.float32,
+                                                          **kwargs),
+            "vae": component_class(root, "vae").from_pretrained(root, subfolder="vae", dtype=torch.float32, **kwargs),
+            "unet": UNet2DConditionModel.from_pretrained(root, subfolder="unet", dtype=torch.float32, **kwargs),
+            "noise_scheduler": DDPMScheduler.from_pretrained(root, subfolder="scheduler"),
+        }
+
+    # ---- the text side: what a family overrides ------------------------------------------------------
+    def named_text_encoders(self) -> list[tuple[str, torch.nn.Module]]:
+        """(pipeline attribute, text encoder) of every text encoder, in the order of `tokenizers`."""
+        return [("text_encoder", self.text_encoder)]
+
+    @property
+    def tokenizers(self) -> list[CLIPTokenizer]:
+        return [self.tokenizer]
+
+    def encode_prompt(self, input_ids: torch.Tensor, resolution: int) -> tuple[torch.Tensor, dict]:
+        """input_ids (B, E, T) from `tokenize` -> (the UNet's encoder_hidden_states, its other keyword inputs)."""
+        return self.text_encoder(input_ids[:, 0])[0], {}
+
+    def pipeline_parts(self) -> dict:
+        """The keyword arguments of `pipeline_class` (the DDIM sampler of the released code as its scheduler)."""
+        return {"vae": self.vae, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer, "unet": self.unet,
+                "scheduler": self.inference_scheduler(), "safety_checker": None, "feature_extractor": None,
+                "requires_safety_checker": False}
+
+    # ---- the same for every family ---------------------------------------------------------------------
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        return [encoder for _, encoder in self.named_text_encoders()]
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        return tokenize_all(self.tokenizers, prompts)
+
+    def check_new_tokens(self, names: list[str]) -> None:
+        for tokenizer in self.tokenizers:
+            check_new_tokens(tokenizer, names)
+
+    def add_placeholder_tokens(self, names: list[str], initializer_words: list[str] | None = None) -> PlaceholderTokens:
+        """Add the tokens to every tokenizer and text encoder (each encoder's rows initialised from its own
+        embedding of the initializer words); they get the same ids everywhere, the ones returned."""
+        added = [add_placeholder_tokens(tokenizer, encoder, names, initializer_words)
+                 for tokenizer, encoder in zip(self.tokenizers, self.text_encoders)]
+        if any(tokens.ids != added[0].ids for tokens in added):
+            raise UserInputError(
+                f"the placeholder tokens got different ids in this model's tokenizers ({[t.ids for t in added]}); "
+                f"its tokenizers ({self.source}) must share one vocabulary."
+            )
+        return added[0]
+
+    def pipeline(self) -> DiffusionPipeline:
+        """The inference pipeline over these very modules (no copies), progress bar off."""
+        pipe = self.pipeline_class(**self.pipeline_parts())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def save_pipeline(self, path: str | Path) -> Path:
+        """Write a diffusers pipeline directory (what `load_pretrained` and `DiffusionPipeline.from_pretrained`
+        read), with plain embeddings holding the learned token rows."""
+        with contextlib.ExitStack() as stack:
+            for encoder in self.text_encoders:
+                stack.enter_context(plain_token_embedding(encoder))
+            self.pipeline().save_pretrained(path)
+        return Path(path)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -75,8 +167,12 @@ class DiffusionComponents:
             )
 
     def inference_scheduler(self) -> DDIMScheduler:
-        """The released code's sampler: DDIM with the model's betas, no clipping, alpha_T not set to one."""
-        return DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False, set_alpha_to_one=False)
+        return released_sampler(self.noise_scheduler.config)
+
+
+def released_sampler(scheduler_config) -> DDIMScheduler:
+    """The released code's sampler: DDIM with the model's betas, no clipping, alpha_T not set to one."""
+    return DDIMScheduler.from_config(scheduler_config, clip_sample=False, set_alpha_to_one=False)
 
 
 @contextlib.contextmanager
@@ -119,43 +215,44 @@ def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None =
             f"not in the Hugging Face cache ({constants.HF_HUB_CACHE}). Download them on a machine with internet "
             f"(`hf download {pretrained_model_name_or_path}`, or `huggingface-cli download ...` on older hubs), "
             f"or point model.pretrained_model_name_or_path at a local diffusers pipeline directory "
-            f"(one with {', '.join(_SUBFOLDERS)}/). ({type(err).__name__})"
+            f"(one with model_index.json, unet/, vae/, text_encoder/, ...). ({type(err).__name__})"
         ) from None
+
+
+def family_of(root: Path) -> type[DiffusionComponents]:
+    """The family class of a pipeline directory, from the pipeline class its model_index.json names."""
+    from break_a_scene.sdxl import StableDiffusionXLComponents  # the families that live in their own modules
+
+    families = {family.pipeline_class.__name__: family for family in (DiffusionComponents, StableDiffusionXLComponents)}
+    index = root / "model_index.json"
+    name = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+    return families.get(name, DiffusionComponents)
 
 
 def load_pretrained(
     pretrained_model_name_or_path: str, revision: str | None = None, variant: str | None = None
 ) -> DiffusionComponents:
-    """Load the five parts of a diffusers Stable Diffusion pipeline from disk or the local cache."""
+    """Load a diffusers pipeline directory (from disk or the local cache) as its family's components."""
     root = resolve_model_dir(pretrained_model_name_or_path, revision)
-    missing = [name for name in _SUBFOLDERS if not (root / name).is_dir()]
+    family = family_of(root)
+    missing = [name for name in family.subfolders if not (root / name).is_dir()]
     if missing:
         raise UserInputError(
-            f"'{root}' is not a diffusers Stable Diffusion pipeline: it lacks {', '.join(missing)}/. "
-            "Point model.pretrained_model_name_or_path at a directory saved by DiffusionPipeline.save_pretrained."
+            f"'{root}' is not a diffusers {family.pipeline_class.__name__} directory: it lacks "
+            f"{', '.join(missing)}/. Point model.pretrained_model_name_or_path at a directory saved by "
+            "DiffusionPipeline.save_pretrained."
         )
     kwargs = {"variant": variant} if variant else {}
     # training keeps fp32 master weights whatever the files hold (the toy world ships fp16)
     try:
         with quiet_loading():
-            return _load_parts(root, pretrained_model_name_or_path, kwargs)
+            return family(**family.load_parts(root, kwargs), source=pretrained_model_name_or_path)
     except Exception as err:  # missing or truncated weights, broken configs: the files, not us
         raise UserInputError(
             f"the model in '{root}' cannot be loaded ({type(err).__name__}: {err}); its files are incomplete or "
             f"damaged. Download it again (`hf download {pretrained_model_name_or_path}`) or point "
             f"model.pretrained_model_name_or_path at an intact diffusers pipeline directory."
         ) from None
-
-
-def _load_parts(root: Path, source: str, kwargs: dict) -> DiffusionComponents:
-    return DiffusionComponents(
-        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
-        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=torch.float32, **kwargs),
-        vae=component_class(root, "vae").from_pretrained(root, subfolder="vae", dtype=torch.float32, **kwargs),
-        unet=UNet2DConditionModel.from_pretrained(root, subfolder="unet", dtype=torch.float32, **kwargs),
-        noise_scheduler=DDPMScheduler.from_pretrained(root, subfolder="scheduler"),
-        source=source,
-    )
 
 
 def component_class(root: Path, part: str) -> type:
@@ -173,7 +270,7 @@ def import_component_modules(root: Path) -> None:
             importlib.import_module(spec[0])
 
 
-def _sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+def sd_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -209,24 +306,6 @@ def build_from_configs(
             text_encoder=CLIPTextModel(text_config),
             vae=AutoencoderKL(**vae) if isinstance(vae, dict) else vae,
             unet=UNet2DConditionModel(**unet),
-            noise_scheduler=_sd_noise_scheduler(prediction_type),
+            noise_scheduler=sd_noise_scheduler(prediction_type),
             source=source,
         )
-
-
-def save_pipeline_dir(components: DiffusionComponents, path: str | Path) -> Path:
-    """Write the parts as a diffusers pipeline directory (what `load_pretrained` and SD checkpoints share)."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=components.inference_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(path)
-    return Path(path)

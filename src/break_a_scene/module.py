@@ -1,10 +1,10 @@
 """The LightningModule: one Break-A-Scene training step, and the optimizer of the current phase.
 
 Phase 1 trains only the new token rows (5e-4); phase 2 trains the UNet and the whole text encoder (2e-6)
-with a fresh optimizer. `callbacks.PhaseSwitch` moves from one to the other. What each phase trains is
-configurable, which is how the paper's baselines are built: TI-m trains tokens in both phases, DB-m everything
-in both (at phase2_lr), CD-m the cross-attention K/V (always at phase2_lr) with the token rows (always at
-phase1_lr).
+with a fresh optimizer, or with `phase2_trainable=lora` LoRA adapters and the token rows (`lora.py`).
+`callbacks.PhaseSwitch` moves from one to the other. What each phase trains is configurable, which is how
+the paper's baselines are built: TI-m trains tokens in both phases, DB-m everything in both (at phase2_lr),
+CD-m the cross-attention K/V (always at phase2_lr) with the token rows (always at phase1_lr).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from break_a_scene.attention import AttentionCapture, loss_layer_names, released_capture_layers, token_positions
+from break_a_scene.lora import LoraSettings, add_lora, lora_parameters
 from break_a_scene.losses import (
     attention_iou,
     cross_attention_loss,
@@ -38,8 +39,8 @@ from break_a_scene.tokens import (
 )
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-Trainable = Literal["tokens", "all", "cross_attention_kv"]
-TRAINABLE = ("tokens", "all", "cross_attention_kv")
+Trainable = Literal["tokens", "all", "cross_attention_kv", "lora"]
+TRAINABLE = ("tokens", "all", "cross_attention_kv", "lora")
 
 
 @dataclass
@@ -90,6 +91,7 @@ class BreakASceneModule(L.LightningModule):
         freeze_text_encoder: bool = False,
         compile_unet: str | None = None,
         compile_backend: str = "inductor",
+        lora: dict | None = None,
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
@@ -98,7 +100,9 @@ class BreakASceneModule(L.LightningModule):
         self.save_hyperparameters(ignore=["components", "tokens", "optimizer", "run_info"])
         self.run_info = dict(run_info or {})  # what the export's manifest and W&B record about the run
         self.noise_scheduler = components.noise_scheduler
-        self.text_encoder = components.text_encoder
+        for name, encoder in components.named_text_encoders():  # text_encoder (and text_encoder_2 for SDXL)
+            setattr(self, name, encoder)
+        self.text_encoders = components.text_encoders  # a plain list: the attributes above register them
         self.vae = components.vae
         self.unet = components.unet
         self.components = components
@@ -107,7 +111,11 @@ class BreakASceneModule(L.LightningModule):
         self.phase = self.phase_at(0)
         self.frozen_weights: FrozenWeights | None = None  # set at fit start under mixed precision
         self.unet_forward = self.unet.forward  # the training step's UNet call; compiled at fit start on request
-        split_token_rows(self.text_encoder, tokens.ids)
+        self.lora = LoraSettings(**(lora or {}))
+        if "lora" in (phase1_trainable, phase2_trainable):
+            add_lora(components, self.lora)
+        for encoder in self.text_encoders:
+            split_token_rows(encoder, tokens.ids)
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
         # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
@@ -126,8 +134,9 @@ class BreakASceneModule(L.LightningModule):
             self.capture = AttentionCapture(self.unet, layers, keep=keep, replace=replace)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
-            enable = getattr(self.text_encoder, "activation_checkpointing_enable", None)  # transformers >= 5
-            (enable or self.text_encoder.gradient_checkpointing_enable)()
+            for encoder in self.text_encoders:
+                enable = getattr(encoder, "activation_checkpointing_enable", None)  # transformers >= 5
+                (enable or encoder.gradient_checkpointing_enable)()
 
     @property
     def total_steps(self) -> int:
@@ -154,19 +163,27 @@ class BreakASceneModule(L.LightningModule):
         return [p for name, p in self.unet.named_parameters() if ".attn2.to_k." in name or ".attn2.to_v." in name]
 
     @property
-    def token_rows(self) -> torch.nn.Parameter:
-        """The placeholder tokens' embedding rows, (N, d): the only thing phase 1 trains."""
-        embedding: TokenRowsEmbedding = self.text_encoder.get_input_embeddings()
-        return embedding.rows
+    def token_rows(self) -> list[torch.nn.Parameter]:
+        """The placeholder tokens' embedding rows, (N, d) in each text encoder: all that phase 1 trains."""
+        embeddings: list[TokenRowsEmbedding] = [encoder.get_input_embeddings() for encoder in self.text_encoders]
+        return [embedding.rows for embedding in embeddings]
+
+    def _lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for part in (self.unet, *self.text_encoders) for p in lora_parameters(part)]
 
     def _set_trainable(self) -> None:
         everything = self.trainable == "all"
         self.unet.requires_grad_(everything)
-        self.text_encoder.requires_grad_(everything and not self.hparams.freeze_text_encoder)
+        for encoder in self.text_encoders:
+            encoder.requires_grad_(everything and not self.hparams.freeze_text_encoder)
         if self.trainable == "cross_attention_kv":
             for param in self._cross_attention_kv():
                 param.requires_grad_(True)
-        self.token_rows.requires_grad_(True)
+        if self.trainable == "lora":
+            for param in self._lora_parameters():
+                param.requires_grad_(True)
+        for rows in self.token_rows:
+            rows.requires_grad_(self.trainable != "lora" or self.lora.train_tokens)
         if self.frozen_weights is not None:
             self.frozen_weights.update(self.parameters())
 
@@ -174,12 +191,18 @@ class BreakASceneModule(L.LightningModule):
         self._set_trainable()
         lr = self.hparams.phase1_lr if self.phase == 1 else self.hparams.phase2_lr
         if self.trainable == "tokens":
-            return self.optimizer_factory([self.token_rows], lr=lr)
+            return self.optimizer_factory(self.token_rows, lr=lr)
         if self.trainable == "cross_attention_kv":
-            groups = [{"params": [self.token_rows], "lr": self.hparams.phase1_lr},
+            groups = [{"params": self.token_rows, "lr": self.hparams.phase1_lr},
                       {"params": self._cross_attention_kv(), "lr": self.hparams.phase2_lr}]
             return self.optimizer_factory(groups, lr=lr)
-        params = [p for p in (*self.unet.parameters(), *self.text_encoder.parameters()) if p.requires_grad]
+        if self.trainable == "lora":  # the adapters at their lr, the token rows at phase2_lr as in a full phase 2
+            groups = [{"params": self._lora_parameters(), "lr": self.lora.lr}]
+            if self.lora.train_tokens:
+                groups.append({"params": self.token_rows, "lr": self.hparams.phase2_lr})
+            return self.optimizer_factory(groups, lr=lr)
+        encoders = [p for encoder in self.text_encoders for p in encoder.parameters()]
+        params = [p for p in (*self.unet.parameters(), *encoders) if p.requires_grad]
         return self.optimizer_factory(params, lr=lr)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -189,14 +212,14 @@ class BreakASceneModule(L.LightningModule):
         Also under mixed precision with fused AdamW, which Lightning refuses to clip because the fused kernels
         unscale the gradients themselves: they are unscaled here first, and torch's GradScaler then steps the
         fused kernels without scaling again."""
-        frozen = self.text_encoder.get_input_embeddings().take_frozen_rows_grad()
+        frozen = [encoder.get_input_embeddings().take_frozen_rows_grad() for encoder in self.text_encoders]
         if not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if self._grad_scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
             self._grad_scaler.unscale_(optimizer)
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
-            extra = self._frozen_rows_grad_sq(*frozen) if frozen is not None else torch.zeros(())
+            extra = sum((self._frozen_rows_grad_sq(*grad) for grad in frozen if grad is not None), torch.zeros(()))
             clip_grad_norm_with_(grads, gradient_clip_val, extra)
 
     @property
@@ -324,8 +347,8 @@ class BreakASceneModule(L.LightningModule):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = self.components.training_target(latents, noise, timesteps)
 
-        text = self.text_encoder(input_ids)[0]
-        pred = self.unet_forward(noisy, timesteps, text, return_dict=False)[0]
+        text, unet_inputs = self.components.encode_prompt(input_ids, self.hparams.resolution)
+        pred = self.unet_forward(noisy, timesteps, text, **unet_inputs, return_dict=False)[0]
 
         pred_inst, target_inst = pred[:instances], target[:instances]
         if self.hparams.masked_loss:
@@ -342,7 +365,7 @@ class BreakASceneModule(L.LightningModule):
             loss = loss + self.hparams.lambda_prior * loss_prior
             logs["loss_prior"] = loss_prior
         if self.capture is not None:
-            positions = token_positions(batch["input_ids"], batch["token_ids"])
+            positions = token_positions(batch["input_ids"][:, 0], batch["token_ids"])
             maps = self.capture.token_maps(positions, rows=slice(0, instances))  # (B, K, r, r)
             targets = resize_masks(batch["masks"], self.attention_resolution, self.hparams.mask_downsampling)
             loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from break_a_scene.models import DiffusionComponents
-from break_a_scene.sampling import pipeline_from_components, sample_images
+from break_a_scene.sampling import sample_images
 from break_a_scene.scene import image_to_tensor
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def ensure_class_images(
     missing = count - len(existing)
     log.info("generating %d class images for %r into %s", missing, prompt, folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = pipeline_from_components(components).to(device)
+    pipe = components.pipeline().to(device)
     first = len(existing)
     seeds = [seed * 100_003 + first + i for i in range(missing)]
     for index, sample in enumerate(

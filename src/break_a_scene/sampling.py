@@ -1,4 +1,4 @@
-"""Sampling from a Stable-Diffusion-style pipeline, optionally with per-token cross-attention maps averaged
+"""Sampling from a Stable Diffusion (or SDXL) pipeline, optionally with per-token cross-attention maps averaged
 over the denoising steps (the same layers the attention loss trains)."""
 
 from __future__ import annotations
@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 
 from break_a_scene.attention import AttentionCapture, loss_layer_names, token_positions
-from break_a_scene.data import tokenize
 from break_a_scene.losses import normalize_by_max
-from break_a_scene.models import DiffusionComponents
+from break_a_scene.tokens import tokenize
 
 
 @dataclass
@@ -25,23 +24,8 @@ class Sample:
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # token -> (r, r), max-normalised
 
 
-def pipeline_from_components(components: DiffusionComponents) -> StableDiffusionPipeline:
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=components.inference_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def sample_images(
-    pipe: StableDiffusionPipeline,
+    pipe: DiffusionPipeline,
     prompts: list[str],
     seeds: list[int],
     resolution: int,

@@ -1,4 +1,5 @@
-"""Placeholder tokens: adding them, initialising their embedding rows, and keeping the other rows frozen."""
+"""Prompts as token ids, and placeholder tokens: adding them, initialising their embedding rows, and keeping
+the other rows frozen."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from break_a_scene.errors import UserInputError
 
 log = logging.getLogger(__name__)
+
+
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+    """(len(prompts), 77) ids, padded and truncated as Stable Diffusion does."""
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def tokenize_all(tokenizers: list[CLIPTokenizer], prompts: list[str]) -> torch.Tensor:
+    """(len(prompts), E, 77): the prompts' ids in each of a family's E tokenizers (the first one's ids are the
+    ones the attention loss finds its tokens in)."""
+    return torch.stack([tokenize(tokenizer, prompts) for tokenizer in tokenizers], dim=1)
 
 
 def token_slug(token: str) -> str:

@@ -18,14 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from break_a_scene.data import UnionSamplingDataModule
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import MANIFEST, check_export_target
-from break_a_scene.models import DiffusionComponents
+from break_a_scene.models import DiffusionComponents, resolve_model_dir
 from break_a_scene.module import BreakASceneModule
 from break_a_scene.optim import check_state_bits
 from break_a_scene.outputs import check_writable
 from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
 from break_a_scene.scene import Scene, prepare_scene, scene_warnings
-from break_a_scene.tokens import add_placeholder_tokens, check_new_tokens, default_token_names
+from break_a_scene.tokens import default_token_names
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     words = _initializer_words(cfg, scene.num_concepts)
     components = instantiate(cfg.model.components)
     components.check_resolution(cfg.data.resolution)
-    check_new_tokens(components.tokenizer, names)
+    components.check_new_tokens(names)
     return CheckedInputs(scene, components, names, words)
 
 
@@ -119,10 +119,25 @@ def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
                 f"export target '{target}' already holds a trained pipeline; set callbacks.export.dirpath to "
                 f"another folder, or add overwrite=true to replace it."
             )
+        lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
+        if lora and export.get("lora", "asset") in ("asset", "both"):
+            _check_reloadable(components)
     prior = cfg.data.prior_preservation
     if prior.enabled and prior.generate_missing:
         setting = "data.prior_preservation.class_data_dir" if prior.class_data_dir else "paths.cache_dir"
         check_writable(_class_folder(cfg, components), setting)
+
+
+def _check_reloadable(components: DiffusionComponents) -> None:
+    """A LoRA asset is loaded onto its base model later, so the base must be one that can be loaded again."""
+    try:
+        resolve_model_dir(components.source)
+    except UserInputError:
+        raise UserInputError(
+            f"a LoRA phase 2 exports an asset for its base model, but the model '{components.source}' was not "
+            f"loaded from a directory or the Hugging Face cache, so the asset could not be used. Set "
+            f"callbacks.export.lora=fused (a full pipeline), or load the model from a saved pipeline directory."
+        ) from None
 
 
 def prepare_class_images(cfg: DictConfig, components: DiffusionComponents):
@@ -158,9 +173,7 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
     L.seed_everything(cfg.seed, workers=True)
     set_tf32(cfg.get("tf32", True))
     class_images = prepare_class_images(cfg, inputs.components)
-    tokens = add_placeholder_tokens(
-        inputs.components.tokenizer, inputs.components.text_encoder, inputs.token_names, inputs.initializer_words
-    )
+    tokens = inputs.components.add_placeholder_tokens(inputs.token_names, inputs.initializer_words)
     class_names = inputs.scene.class_names
     if class_names is not None and cfg.data.background_token:
         class_names = [*class_names, "background"]
@@ -178,7 +191,7 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
     except ValueError as err:  # e.g. no cross-attention layer at the requested resolution
         raise UserInputError(str(err)) from None
     datamodule: UnionSamplingDataModule = instantiate(cfg.data.loader)(
-        scene=scene_tensors, tokenizer=inputs.components.tokenizer, token_names=tokens.names,
+        scene=scene_tensors, tokenizers=inputs.components.tokenizers, token_names=tokens.names,
         token_ids=tokens.ids, total_steps=module.total_steps, seed=cfg.seed,
         class_images=class_images, class_prompt=cfg.data.prior_preservation.class_prompt,
     )

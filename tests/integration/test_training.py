@@ -111,10 +111,9 @@ def test_variants_train_with_finite_losses(tmp_path, scene_dir, extra):
 
 
 def test_v_prediction_model_trains_on_velocity(tmp_path, scene_dir):
-    from break_a_scene.models import save_pipeline_dir
     from tests.conftest import tiny_components
 
-    save_pipeline_dir(tiny_components(prediction_type="v_prediction"), tmp_path / "vpred")
+    tiny_components(prediction_type="v_prediction").save_pipeline(tmp_path / "vpred")
     cfg = compose_config(
         "train", [*FAST, f"data.scene.folder={scene_dir}", "model=sd21",
                   f"model.components.pretrained_model_name_or_path={tmp_path / 'vpred'}", "model.resolution=96"],

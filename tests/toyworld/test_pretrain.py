@@ -115,7 +115,7 @@ def test_pretraining_loss_target_follows_the_schedule(tmp_path, schedule):
     latents = components.vae.encode(images).latent_dist.sample() * components.latent_scale
     noise = torch.randn_like(latents)
     t = torch.randint(0, 1000, (2,))
-    from break_a_scene.data import tokenize
+    from break_a_scene.tokens import tokenize
     with torch.no_grad():
         pred = components.unet(scheduler.add_noise(latents, noise, t), t,
                                components.text_encoder(tokenize(components.tokenizer, captions))[0]).sample

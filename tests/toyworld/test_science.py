@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from break_a_scene.config import ASSETS_DIR
-from break_a_scene.sampling import pipeline_from_components
 from break_a_scene.toyworld.benchmark import benchmark_prompts
 from break_a_scene.toyworld.judges import load_judge
 from break_a_scene.toyworld.scenes import read_scene_json
@@ -32,7 +31,7 @@ def star_identity(module, judge) -> float:
     prompts = [p for p in benchmark_prompts(read_scene_json(SCENE), module.tokens.names, per_subset=8, seed=0)
                if p.tokens == ("<asset0>",)]
     jobs = [(p, seed) for p in prompts for seed in (0, 1)]
-    pipe = pipeline_from_components(module.components)
+    pipe = module.components.pipeline()
     samples = sample_images(pipe, [p.prompt for p, _ in jobs], [s for _, s in jobs], 32, 25, 5.0, 16, progress=False)
     images = torch.stack([(image_to_tensor(s.image, 32) + 1) / 2 for s in samples])
     return sum(toy_scores(judge, images, [p for p, _ in jobs])["identity"]) / len(jobs)

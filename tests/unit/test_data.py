@@ -27,7 +27,7 @@ def asymmetric_scene(side=8):
 
 
 def dataset(tokenizer, length=3000, **kwargs):
-    return UnionSamplingDataset(asymmetric_scene(), tokenizer, NAMES, [49408, 49409, 49410], length, seed=1, **kwargs)
+    return UnionSamplingDataset(asymmetric_scene(), [tokenizer], NAMES, [49408, 49409, 49410], length, seed=1, **kwargs)
 
 
 def test_union_sampling_statistics(tokenizer):
@@ -61,7 +61,7 @@ def test_prompt_and_masks_follow_the_same_order(tokenizer):
         assert item["prompt"] == "a photo of " + " and ".join(NAMES[j] for j in order)
         assert torch.equal(item["masks"], scene.masks[order])
         ids = tokenizer(item["prompt"], padding="max_length", max_length=77).input_ids
-        assert item["input_ids"].tolist() == ids
+        assert item["input_ids"].tolist() == [ids]  # one tokenizer
         seen_multi |= len(order) > 1
     assert seen_multi
 
@@ -102,17 +102,17 @@ def test_batch_of_two_with_different_k(tokenizer):
         assert batch["token_valid"][row].tolist() == [True] * k + [False] * (width - k)
         assert (batch["token_ids"][row, k:] == -1).all()
         assert torch.equal(batch["union_mask"][row, 0], item["masks"].amax(dim=0))
-    assert batch["input_ids"].shape == (2, 77)
+    assert batch["input_ids"].shape == (2, 1, 77)
 
 
 def test_class_images_travel_with_samples(tokenizer):
     classes = torch.stack([torch.full((3, 8, 8), float(v)) for v in (0.1, 0.2)])
     data = UnionSamplingDataset(
-        asymmetric_scene(), tokenizer, NAMES, [49408, 49409, 49410], 4, class_images=classes,
+        asymmetric_scene(), [tokenizer], NAMES, [49408, 49409, 49410], 4, class_images=classes,
         class_prompt="a photo at the beach",
     )
     assert [round(float(data[i]["class_pixel_values"][0, 0, 0]), 1) for i in range(4)] == [0.1, 0.2, 0.1, 0.2]
-    assert data[0]["class_input_ids"][:7].tolist() == [49406, 320, 1125, 536, 518, 2117, 49407]
+    assert data[0]["class_input_ids"][0, :7].tolist() == [49406, 320, 1125, 536, 518, 2117, 49407]
 
 
 def test_solid_background_pastes_the_chosen_concepts_on_one_colour(tokenizer):

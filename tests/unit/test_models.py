@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.models import load_pretrained, save_pipeline_dir
+from break_a_scene.models import load_pretrained
 from tests.conftest import tiny_components
 
 
@@ -25,7 +25,7 @@ def test_directory_that_is_not_a_pipeline(tmp_path):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_saved_tiny_pipeline_loads_like_sd(tmp_path, prediction_type):
     built = tiny_components(prediction_type=prediction_type)
-    save_pipeline_dir(built, tmp_path / "pipe")
+    built.save_pipeline(tmp_path / "pipe")
     loaded = load_pretrained(str(tmp_path / "pipe"))
     assert loaded.prediction_type == prediction_type
     assert loaded.latent_scale == 0.18215 and loaded.vae_scale_factor == 2
@@ -39,7 +39,7 @@ def test_hub_id_resolves_from_the_local_cache(tmp_path, monkeypatch):
     """A cached hub snapshot is found offline, by id, through the same loader."""
     cache = tmp_path / "hub"
     snapshot = cache / "models--someone--tiny-sd" / "snapshots" / ("0" * 40)
-    save_pipeline_dir(tiny_components(), snapshot)
+    tiny_components().save_pipeline(snapshot)
     (cache / "models--someone--tiny-sd" / "refs").mkdir()
     (cache / "models--someone--tiny-sd" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class ExportPipeline(L.Callback):
-    def __init__(self, dirpath: str):
+    def __init__(self, dirpath: str, lora: str = "asset"):
         self.dirpath = Path(dirpath)
+        self.lora = lora  # with a LoRA phase 2: asset, fused or both (export.export_pipeline)
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.global_step < module.total_steps:
@@ -33,7 +34,7 @@ class ExportPipeline(L.Callback):
             **module.run_info,
         }
         with module.inference_components() as components:  # the processors the model had before training
-            path = export_pipeline(components, self.dirpath, manifest)
+            path = export_pipeline(components, self.dirpath, manifest, self.lora)
         log.info("exported the trained pipeline to %s", path)
         for logger in trainer.loggers:
             logger.log_hyperparams({"exported_pipeline": str(path)})

@@ -15,7 +15,7 @@ from PIL import Image
 from break_a_scene.figures import colorize, grey, heatmap_overlay, labelled_grid, masks_overlay, tensor_to_image
 from break_a_scene.generate import default_prompts
 from break_a_scene.losses import normalize_by_max
-from break_a_scene.sampling import pipeline_from_components, sample_images
+from break_a_scene.sampling import sample_images
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class SampleLogger(L.Callback):
         seeds = [s for _ in self.prompt_list(tokens) for s in self.seeds]
         with module.inference_components() as components:  # sampling installs its own capture
             samples = list(sample_images(
-                pipeline_from_components(components), prompts, seeds, module.hparams.resolution,
+                components.pipeline(), prompts, seeds, module.hparams.resolution,
                 self.num_inference_steps, self.guidance_scale, batch_size=len(prompts), attention_tokens=tokens,
                 attention_resolution_divisor=module.hparams.attention_resolution_divisor, progress=False,
             ))

@@ -18,7 +18,6 @@ from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from break_a_scene.data import tokenize
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.scene import image_to_tensor
 from break_a_scene.toyworld.world import caption, render, sample_scene
@@ -96,8 +95,9 @@ class ToyWorldPretraining(L.LightningModule):
         noise = torch.randn_like(latents)
         scheduler = self.components.noise_scheduler
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
-        input_ids = tokenize(self.components.tokenizer, list(captions)).to(self.device)
-        pred = self.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, self.text_encoder(input_ids)[0])
+        text, unet_inputs = self.components.encode_prompt(self.components.tokenize(list(captions)).to(self.device),
+                                                          images.shape[-1])
+        pred = self.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, text, **unet_inputs)
         target = self.components.training_target(latents, noise, timesteps)
         loss = F.mse_loss(pred.sample, target)
         self.log("loss", loss, prog_bar=True)
@@ -154,7 +154,7 @@ def pretrain(cfg) -> Path:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 
-    from break_a_scene.models import load_pretrained, save_pipeline_dir
+    from break_a_scene.models import load_pretrained
 
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("init_from"):  # continue from exported weights, with a fresh optimizer and EMA
@@ -184,6 +184,6 @@ def pretrain(cfg) -> Path:
     export = Path(cfg.export_dir)
     for part in (components.unet, components.text_encoder, components.vae):
         part.to(torch.float16)
-    save_pipeline_dir(components, export)
+    components.save_pipeline(export)
     log.info("exported the EMA weights (fp16) to %s", export)
     return export
