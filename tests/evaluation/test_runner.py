@@ -18,7 +18,7 @@ from .encoders_tiny import save_tiny_clip, save_tiny_dino
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 VARIANTS = ["break_a_scene", "paper", "no_phase1", "no_masked_loss", "no_attention_loss", "no_union_sampling",
-            "ti_m", "db_m", "cd_m"]
+            "ti_m", "db_m", "cd_m", "lora"]
 TOY_FAST = ["method.phase1_steps=2", "method.phase2_steps=2", "evaluation.prompts.per_subset=1",
             "evaluation.num_images_per_prompt=1", "evaluation.num_inference_steps=4", "evaluation.progress=false",
             "trainer.enable_model_summary=false"]
@@ -45,6 +45,8 @@ def test_toy_sweep_every_method_failure_resume_and_aggregate(tmp_path):
         assert sorted(int(r["concepts"]) for r in rows) == [1, 1, 2]
         failed = json.loads((out / variant / "scene_001" / "seed_0" / "failed.json").read_text())
         assert "mask1.png" in failed["error"]
+    asset = json.loads((out / "lora" / "scene_000" / "seed_0" / "pipeline" / "break_a_scene.json").read_text())
+    assert asset["format"] == "lora_asset"  # evaluated through its base model, the shipped toy model
     pipeline = out / "ti_m" / "scene_000" / "seed_0" / "pipeline" / "break_a_scene.json"
     stamp = pipeline.stat().st_mtime_ns
 
