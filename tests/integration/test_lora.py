@@ -31,7 +31,8 @@ def _images(pipe, prompt: str) -> np.ndarray:
                 generator=torch.Generator().manual_seed(0), output_type="np").images
 
 
-@pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])
+# SDXL (two encoders) in the default suite; SD's one encoder is the simpler case (make test-slow)
+@pytest.mark.parametrize("model", [pytest.param("tiny", marks=pytest.mark.slow), "tiny_sdxl"])
 def test_lora_asset_on_the_base_model_equals_the_fused_export(tmp_path, scene_dir, model):
     base_dir = _saved_base(tmp_path, model)
     overrides = [*FAST, "model=sd21_base", f"model.components.pretrained_model_name_or_path={base_dir}",

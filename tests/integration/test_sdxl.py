@@ -67,6 +67,7 @@ def test_load_pretrained_knows_the_family(tmp_path):
         load_pretrained(str(tmp_path / "sdxl"))
 
 
+@pytest.mark.slow  # the default suite trains tiny SDXL through both phases in test_lora.py
 def test_tiny_sdxl_trains_both_phases_exports_and_generates(tmp_path, scene_dir):
     overrides = [*FAST, "model=tiny_sdxl", f"data.scene.folder={scene_dir}", "data.initializer_words=[red,blue]",
                  "data.prior_preservation.enabled=true", "data.prior_preservation.num_class_images=2",

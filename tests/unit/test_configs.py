@@ -13,7 +13,8 @@ from tests.helpers import FAST, compose_config
 GROUPS = ["model", "data", "method", "optimizer", "trainer", "callbacks", "logger", "experiment", "variant", "memory"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 VARIANTS = sorted(path.stem for path in (CONF / "variant").glob("*.yaml"))
-NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "toyworld"}  # downloads or 1.3 B random params
+# downloads, or 1.3 B (SD) and 3.5 B (SDXL) random parameters
+NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "sdxl", "sdxl_arch", "toyworld"}
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -91,11 +92,14 @@ def _trains(module) -> str:
     unet = {n for n, p in module.unet.named_parameters() if p.requires_grad}
     text = {n for n, p in module.text_encoder.named_parameters() if p.requires_grad}
     kv = {n for n, _ in module.unet.named_parameters() if ".attn2.to_k." in n or ".attn2.to_v." in n}
+    lora = {n for n, _ in module.unet.named_parameters() if ".lora_" in n}
     rows = {n for n in text if n.endswith("token_embedding.rows")}
     if unet == {n for n, _ in module.unet.named_parameters()} and text == {
             n for n, _ in module.text_encoder.named_parameters()}:
         return "all"
     assert rows == text, f"text encoder trains {sorted(text - rows)[:3]} besides the token rows"
+    if lora and unet == lora:
+        return "tokens+lora"
     return {frozenset(): "tokens", frozenset(kv): "tokens+kv"}[frozenset(unet)]
 
 
@@ -115,11 +119,13 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
         "ti_m": ("tokens", "tokens", (5e-4, 5e-4), False, False, True, True, (0.9, 0.999)),
         "db_m": ("all", "all", (2e-6, 2e-6), False, False, True, True, (0.9, 0.999)),
         "cd_m": ("tokens+kv", "tokens+kv", (5e-4, 2e-6), False, False, True, True, (0.9, 0.999)),
+        "lora": ("tokens", "tokens+lora", (5e-4, 2e-6), True, True, True, False, (0.9, 0.999)),
     }
     assert name in expected, f"variant={name} is new: add what it trains here"
     phase1, phase2, lrs, masked, attention, union, solid, betas = expected[name]
     scene = write_scene(tmp_path / "scene")
-    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene}", f"variant={name}"], tmp_path)
+    fused = ["callbacks.export.lora=fused"]  # the tiny model is built from config: no asset for it
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene}", f"variant={name}", *fused], tmp_path)
     trainer, module, datamodule = build_run(cfg)
     assert cfg.method_name == name
     found = []
