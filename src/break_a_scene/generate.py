@@ -59,13 +59,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _asset_base(path: str | Path, base_model: str) -> Path:
+    try:
+        return resolve_model_dir(base_model)
+    except UserInputError:
+        raise UserInputError(
+            f"'{path}' is a LoRA asset for the base model '{base_model}', which is neither a local directory nor in "
+            f"the Hugging Face cache. Download it (`hf download {base_model}`) or put it back where it was "
+            f"trained from (the manifest's base_model)."
+        ) from None
+
+
 def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32") -> DiffusionPipeline:
     """An exported pipeline, or a LoRA asset put onto its base model (which is loaded offline, with the
     released code's sampler as the export has)."""
     manifest = read_manifest(path)  # a clear error when this is not a trained output
     check_export_files(path)
     asset = manifest.get("format") == "lora_asset"
-    root = resolve_model_dir(manifest["base_model"]) if asset else Path(path)
+    root = _asset_base(path, manifest["base_model"]) if asset else Path(path)
     try:
         import_component_modules(root)
         with quiet_loading():  # its own traceback log and loading bar would come before our one line

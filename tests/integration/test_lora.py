@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.generate import generate
+from break_a_scene.generate import generate, load_trained_pipeline
 from break_a_scene.models import released_sampler
 from break_a_scene.training import build_run, train
 from tests.conftest import CONF
@@ -92,3 +92,15 @@ def test_asset_of_a_model_built_from_config_is_refused_before_any_work(tmp_path,
     with pytest.raises(UserInputError, match="callbacks.export.lora=fused"):
         build_run(cfg)
     assert not (tmp_path / "run" / "pipeline").exists()
+
+
+def test_asset_whose_base_model_is_gone_names_it(tmp_path):
+    export = tmp_path / "asset"
+    export.mkdir()
+    for name in ("token_embeddings.safetensors", "pytorch_lora_weights.safetensors"):
+        (export / name).write_bytes(b"")
+    gone = tmp_path / "moved_away"
+    (export / "break_a_scene.json").write_text(json.dumps(
+        {"format": "lora_asset", "base_model": str(gone), "tokens": ["<asset0>"], "resolution": 64}))
+    with pytest.raises(UserInputError, match=f"LoRA asset for the base model '{gone}'"):
+        load_trained_pipeline(export)
