@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from break_a_scene.models import DiffusionComponents
-from break_a_scene.tokens import plain_token_embedding
+from break_a_scene.tokens import plain_token_embeddings
 
 TOKEN_EMBEDDINGS = "token_embeddings.safetensors"  # {text encoder attribute: (N, d)}, tokens in the manifest
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' default name, read by load_lora_weights
@@ -125,9 +125,7 @@ def merged_lora(components: DiffusionComponents):
         layer.merge()
     saved = {name: getattr(components, name) for name in adapted}
     try:
-        with contextlib.ExitStack() as plain_rows:
-            for encoder in components.text_encoders:  # the learned rows in a plain embedding, as saving wants
-                plain_rows.enter_context(plain_token_embedding(encoder))
+        with plain_token_embeddings(components.text_encoders):  # the learned rows as saving wants them
             copies = {name: _plain_copy(module) for name, module in adapted.items()}
         for name, module in copies.items():
             setattr(components, name, module)

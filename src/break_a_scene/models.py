@@ -37,7 +37,7 @@ from break_a_scene.tokens import (
     PlaceholderTokens,
     add_placeholder_tokens,
     check_new_tokens,
-    plain_token_embedding,
+    plain_token_embeddings,
     tokenize_all,
 )
 
@@ -121,9 +121,7 @@ class DiffusionComponents:
     def save_pipeline(self, path: str | Path) -> Path:
         """Write a diffusers pipeline directory (what `load_pretrained` and `DiffusionPipeline.from_pretrained`
         read), with plain embeddings holding the learned token rows."""
-        with contextlib.ExitStack() as stack:
-            for encoder in self.text_encoders:
-                stack.enter_context(plain_token_embedding(encoder))
+        with plain_token_embeddings(self.text_encoders):
             self.pipeline().save_pretrained(path)
         return Path(path)
 

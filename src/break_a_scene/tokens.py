@@ -190,3 +190,12 @@ def plain_token_embedding(text_encoder: CLIPTextModel):
         yield text_encoder
     finally:
         text_encoder.set_input_embeddings(embedding)
+
+
+@contextlib.contextmanager
+def plain_token_embeddings(text_encoders: list[CLIPTextModel]):
+    """`plain_token_embedding` for every text encoder of a model at once."""
+    with contextlib.ExitStack() as stack:
+        for encoder in text_encoders:
+            stack.enter_context(plain_token_embedding(encoder))
+        yield text_encoders
