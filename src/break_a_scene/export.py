@@ -17,13 +17,17 @@ MANIFEST = "break_a_scene.json"
 LORA_FORMATS = ("asset", "fused", "both")
 
 
+def check_lora_format(lora: str) -> None:
+    if lora not in LORA_FORMATS:
+        raise UserInputError(f"callbacks.export.lora={lora!r}; use one of {', '.join(LORA_FORMATS)}.")
+
+
 def export_pipeline(components: DiffusionComponents, path: str | Path, manifest: dict, lora: str = "asset") -> Path:
     """Write the export and its manifest to a temporary sibling, then move it into place in one rename.
 
     A model with LoRA adapters writes, by `lora`: the asset alone (manifest format "lora_asset", with the
     base model to load it onto), the fused full pipeline, or both in one folder."""
-    if lora not in LORA_FORMATS:
-        raise UserInputError(f"callbacks.export.lora={lora!r}; use one of {', '.join(LORA_FORMATS)}.")
+    check_lora_format(lora)
     adapted = bool(adapted_modules(components))
     asset, fused = adapted and lora in ("asset", "both"), not adapted or lora in ("fused", "both")
     manifest = {**manifest, "format": "pipeline" if fused else "lora_asset"}

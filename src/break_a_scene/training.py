@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from break_a_scene.data import UnionSamplingDataModule
 from break_a_scene.errors import UserInputError
-from break_a_scene.export import MANIFEST, check_export_target
+from break_a_scene.export import MANIFEST, check_export_target, check_lora_format
 from break_a_scene.models import DiffusionComponents, resolve_model_dir
 from break_a_scene.module import BreakASceneModule
 from break_a_scene.optim import check_state_bits
@@ -119,6 +119,7 @@ def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
                 f"export target '{target}' already holds a trained pipeline; set callbacks.export.dirpath to "
                 f"another folder, or add overwrite=true to replace it."
             )
+        check_lora_format(export.get("lora", "asset"))
         lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
         if lora and export.get("lora", "asset") in ("asset", "both"):
             _check_reloadable(components)

@@ -94,6 +94,13 @@ def test_asset_of_a_model_built_from_config_is_refused_before_any_work(tmp_path,
     assert not (tmp_path / "run" / "pipeline").exists()
 
 
+def test_unknown_export_format_is_refused_before_any_work(tmp_path, scene_dir):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", *LORA, "callbacks.export.lora=fuse"],
+                         tmp_path)
+    with pytest.raises(UserInputError, match="callbacks.export.lora='fuse'; use one of asset, fused, both"):
+        build_run(cfg)
+
+
 def test_asset_whose_base_model_is_gone_names_it(tmp_path):
     export = tmp_path / "asset"
     export.mkdir()
