@@ -196,8 +196,13 @@ def quiet_loading(logs: bool = True):
                 lib.enable_progress_bar()
 
 
-def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None = None) -> Path:
-    """A local directory, or the local Hugging Face cache snapshot of a hub id. Never downloads."""
+PIPELINE_DIR = "a local diffusers pipeline directory (one with model_index.json, unet/, vae/, text_encoder/, ...)"
+
+
+def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None = None,
+                      setting: str = "model.pretrained_model_name_or_path", expected: str = PIPELINE_DIR) -> Path:
+    """A local directory, or the local Hugging Face cache snapshot of a hub id. Never downloads. A miss names
+    the setting to point elsewhere and what that directory must hold."""
     path = Path(os.path.expanduser(pretrained_model_name_or_path))
     if path.is_dir():
         return path
@@ -212,8 +217,7 @@ def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None =
             f"Model weights '{pretrained_model_name_or_path}' were not found: it is not a local directory and "
             f"not in the Hugging Face cache ({constants.HF_HUB_CACHE}). Download them on a machine with internet "
             f"(`hf download {pretrained_model_name_or_path}`, or `huggingface-cli download ...` on older hubs), "
-            f"or point model.pretrained_model_name_or_path at a local diffusers pipeline directory "
-            f"(one with model_index.json, unet/, vae/, text_encoder/, ...). ({type(err).__name__})"
+            f"or point {setting} at {expected}. ({type(err).__name__})"
         ) from None
 
 

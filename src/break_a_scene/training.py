@@ -24,7 +24,7 @@ from break_a_scene.optim import check_state_bits
 from break_a_scene.outputs import check_writable
 from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
-from break_a_scene.scene import Scene, prepare_scene, scene_warnings
+from break_a_scene.scene import Scene, load_scene, prepare_scene, scene_warnings
 from break_a_scene.tokens import default_token_names
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,37 @@ def _check_checkpoint(ckpt_path: str | None) -> None:
         )
 
 
+def _load_scene(cfg: DictConfig) -> Scene:
+    """The configured scene; with data.scene.auto_masks, its masks are first made from its class names into the
+    run's own `scene/` folder (the user's folder is only read), reused when a run resumes."""
+    settings = cfg.data.scene
+    if not settings.get("auto_masks"):
+        resolved = OmegaConf.to_container(settings, resolve=True)
+        resolved.pop("auto_masks", None)
+        return instantiate(resolved)
+    from break_a_scene.masks import REPORT, make_scene, read_classes, scene_image
+
+    if cfg.get("masks") is None:
+        raise UserInputError("data.scene.auto_masks=true needs the masks settings of bas-train (conf/masks/).")
+    if settings.masks:
+        raise UserInputError("data.scene.auto_masks=true makes the masks itself; remove data.scene.masks, or set "
+                             "auto_masks=false to train on those masks.")
+    folder = Path(cfg.paths.output_dir) / "scene"
+    if not (cfg.get("ckpt_path") and (folder / REPORT).is_file()):
+        image = scene_image(settings.image or settings.folder)
+        masks = OmegaConf.to_container(cfg.masks, resolve=True)
+        given = masks.pop("classes")
+        classes = read_classes(image, settings.class_names or given)
+        make_scene(image, classes, folder, overwrite=bool(cfg.get("overwrite")), **masks)
+    return load_scene(folder=str(folder), mask_channel=settings.mask_channel)
+
+
 def check_inputs(cfg: DictConfig) -> CheckedInputs:
     """Everything that can be wrong with the settings or the inputs, reported before any work is done."""
     check_steps(cfg.method)
     check_state_bits(cfg.optimizer.get("state_bits", 32))
     _check_checkpoint(cfg.get("ckpt_path"))
-    scene = instantiate(cfg.data.scene)
+    scene = _load_scene(cfg)
     names = _token_names(cfg, scene.num_concepts)
     words = _initializer_words(cfg, scene.num_concepts)
     components = instantiate(cfg.model.components)

@@ -10,7 +10,8 @@ from hydra.utils import instantiate
 from tests.conftest import CONF, write_scene
 from tests.helpers import FAST, compose_config
 
-GROUPS = ["model", "data", "method", "optimizer", "trainer", "callbacks", "logger", "experiment", "variant", "memory"]
+GROUPS = ["model", "data", "masks", "method", "optimizer", "trainer", "callbacks", "logger", "experiment", "variant",
+          "memory"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 VARIANTS = sorted(path.stem for path in (CONF / "variant").glob("*.yaml"))
 # downloads, or 1.3 B (SD) and 3.5 B (SDXL) random parameters
@@ -41,7 +42,7 @@ EVALUATE_OPTIONS = [("evaluation", p.stem) for p in sorted((CONF / "evaluation")
 
 def test_every_config_file_on_disk_is_covered():
     covered = {CONF / group / f"{option}.yaml" for group, option in OPTIONS + EVALUATE_OPTIONS}
-    covered |= {CONF / f"{name}.yaml" for name in ("train", "generate", "pretrain", "evaluate")}
+    covered |= {CONF / f"{name}.yaml" for name in ("train", "generate", "pretrain", "evaluate", "masks")}
     covered |= {CONF / "paths" / "default.yaml", CONF / "hydra" / "default.yaml"}  # in every composition
     assert set(CONF.rglob("*.yaml")) == covered
 
@@ -55,7 +56,7 @@ def test_evaluation_and_launcher_options_compose(group, option, tmp_path):
     assert cfg.evaluation.out_dir and cfg.task_name == "evaluate"
 
 
-@pytest.mark.parametrize("config", ["generate", "pretrain", "evaluate"])
+@pytest.mark.parametrize("config", ["generate", "pretrain", "evaluate", "masks"])
 def test_the_other_entry_points_compose(config, tmp_path):
     from break_a_scene.evaluation.benchmark_sets import register_resolvers
 
