@@ -21,9 +21,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.figures import masks_overlay
 from break_a_scene.models import resolve_model_dir
 from break_a_scene.scene import _MASK_FILE, CLASSES_FILE, IMAGE_NAMES, _open_image, load_scene
 
@@ -33,9 +34,6 @@ INSTANCE_POLICIES = ("best", "largest", "all")
 PREVIEW = "preview.png"
 REPORT = "masks.json"
 _SAVED_MODEL = "a local folder that save_pretrained wrote (the model and its processor)"
-# a preview's colours, one per mask, distinct on photos
-_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-            (240, 50, 230), (210, 245, 60)]
 
 
 def _check_instances(instances: str) -> None:
@@ -173,22 +171,10 @@ def overlaps(found: list[FoundMask], at_least: float = 0.01) -> list[tuple[str, 
     return pairs
 
 
-def preview(image: Image.Image, found: list[FoundMask], opacity: float = 0.5) -> Image.Image:
-    """The image with each mask tinted in its own colour and labelled `<index>: <class>` at its box."""
-    picture = np.asarray(image.convert("RGB"), dtype=np.float32)
-    for index, item in enumerate(found):
-        colour = np.array(_PALETTE[index % len(_PALETTE)], dtype=np.float32)
-        picture[item.mask] = (1 - opacity) * picture[item.mask] + opacity * colour
-    out = Image.fromarray(picture.round().astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    font = ImageFont.load_default(size=max(12, image.height // 30))
-    for index, item in enumerate(found):
-        ys, xs = np.nonzero(item.mask)
-        label = f"{index}: {item.class_name}"
-        left, top, right, bottom = draw.textbbox((int(xs.min()), int(ys.min())), label, font=font)
-        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=_PALETTE[index % len(_PALETTE)])
-        draw.text((int(xs.min()), int(ys.min())), label, fill=(255, 255, 255), font=font)
-    return out
+def preview(image: Image.Image, found: list[FoundMask]) -> Image.Image:
+    """The image with each mask outlined in its own colour and labelled `<index>: <class>`."""
+    masks = np.stack([item.mask for item in found]).astype(np.float32)
+    return masks_overlay(image, masks, [f"{i}: {item.class_name}" for i, item in enumerate(found)])
 
 
 def _lines(file: Path) -> list[str]:

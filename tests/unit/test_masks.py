@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.figures import MASK_COLOURS
 from break_a_scene.masks import (
-    _PALETTE,
     Detections,
     FoundMask,
     check_scene_target,
@@ -95,13 +95,14 @@ def test_overlaps_are_the_shared_share_of_the_smaller_mask():
     assert overlaps([a, b], at_least=0.5) == []
 
 
-def test_preview_tints_each_mask_in_its_colour():
+def test_preview_outlines_each_mask_in_its_colour():
     a, b = _found("cup", 20, 40, 0, 20), _found("spoon", 20, 40, 40, 60)
-    picture = np.asarray(preview(IMAGE, [a, b]), dtype=np.int32)
-    assert picture.shape == (H, W, 3)
-    assert picture[39, 19].tolist() == [round(0.5 * 100 + 0.5 * c) for c in _PALETTE[0]]
-    assert picture[39, 59].tolist() == [round(0.5 * 100 + 0.5 * c) for c in _PALETTE[1]]
-    assert picture[39, 30].tolist() == [100, 100, 100]  # between the masks, below the labels
+    picture = np.asarray(preview(IMAGE, [a, b]))
+    scale = -(-256 // W)  # enlarged for reading
+    assert picture.shape == (H * scale, W * scale, 3)
+    colours = {tuple(c) for c in picture.reshape(-1, 3).tolist()}
+    assert {MASK_COLOURS[0], MASK_COLOURS[1]} <= colours
+    assert picture[39 * scale, 30 * scale].tolist() == [100, 100, 100]  # between the masks, untouched
 
 
 def _photo(tmp_path, name="photo.jpg"):
