@@ -4,6 +4,7 @@ over the denoising steps (the same layers the attention loss trains)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,11 +36,13 @@ def sample_images(
     attention_tokens: list[str] | None = None,
     attention_resolution_divisor: int = 4,
     progress: bool = True,
+    blend: Callable[[DiffusionPipeline, int, torch.Tensor, list[int]], torch.Tensor] | None = None,
 ):
     """Yield one `Sample` per (prompt, seed) pair, in order, in batches of `batch_size`.
 
     Each image has its own generator seeded with its seed, so an image does not depend on the batch it
     was drawn in. With `attention_tokens`, each sample carries the maps of the tokens its prompt contains.
+    `blend(pipe, step_index, latents, seeds)` may replace the latents after each step (local editing).
     """
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
@@ -55,19 +58,21 @@ def sample_images(
         for start in range(0, len(prompts), batch_size):
             batch_prompts, batch_seeds = prompts[start : start + batch_size], seeds[start : start + batch_size]
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds]
-            kwargs = {}
             totals: list[torch.Tensor] = []
             if capture is not None:
                 input_ids = tokenize(pipe.tokenizer, batch_prompts)
                 positions = token_positions(input_ids, ids.expand(len(batch_prompts), -1)).to(device)
                 conditional = slice(len(batch_prompts), None) if guidance_scale > 1 else slice(None)
 
-                def accumulate(_pipe, _step, _t, callback_kwargs):
+            def after_step(_pipe, step, _t, callback_kwargs, seeds=batch_seeds):
+                if capture is not None:
                     totals.append(capture.token_maps(positions, conditional).float().cpu())
                     capture.store.clear()
-                    return callback_kwargs
+                if blend is not None:
+                    callback_kwargs["latents"] = blend(_pipe, step, callback_kwargs["latents"], seeds)
+                return callback_kwargs
 
-                kwargs["callback_on_step_end"] = accumulate
+            kwargs = {"callback_on_step_end": after_step} if capture is not None or blend is not None else {}
             with torch.no_grad():
                 images = pipe(
                     batch_prompts,

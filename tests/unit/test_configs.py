@@ -42,7 +42,7 @@ EVALUATE_OPTIONS = [("evaluation", p.stem) for p in sorted((CONF / "evaluation")
 
 def test_every_config_file_on_disk_is_covered():
     covered = {CONF / group / f"{option}.yaml" for group, option in OPTIONS + EVALUATE_OPTIONS}
-    covered |= {CONF / f"{name}.yaml" for name in ("train", "generate", "pretrain", "evaluate", "masks")}
+    covered |= {CONF / f"{name}.yaml" for name in ("train", "generate", "pretrain", "evaluate", "masks", "edit")}
     covered |= {CONF / "paths" / "default.yaml", CONF / "hydra" / "default.yaml"}  # in every composition
     assert set(CONF.rglob("*.yaml")) == covered
 
@@ -56,7 +56,7 @@ def test_evaluation_and_launcher_options_compose(group, option, tmp_path):
     assert cfg.evaluation.out_dir and cfg.task_name == "evaluate"
 
 
-@pytest.mark.parametrize("config", ["generate", "pretrain", "evaluate", "masks"])
+@pytest.mark.parametrize("config", ["generate", "pretrain", "evaluate", "masks", "edit"])
 def test_the_other_entry_points_compose(config, tmp_path):
     from break_a_scene.evaluation.benchmark_sets import register_resolvers
 
