@@ -121,13 +121,21 @@ def load_scene(
     masks: list[str] | None = None,
     class_names: list[str] | None = None,
     mask_channel: str = "auto",
+    auto_masks: bool = False,
 ) -> Scene:
     """Load and check a scene from a folder, or from an image path and mask paths (`mask_channel`: see
-    `read_mask`)."""
+    `read_mask`). `auto_masks` (data.scene.auto_masks) is bas-train's: it makes the masks into its run's
+    scene/ folder and loads that; a config that says so, loaded elsewhere, is pointed there."""
     if (folder is None) == (image is None):
         raise UserInputError("give either data.scene.folder, or data.scene.image with data.scene.masks, not both.")
     if folder is not None:
-        image_path, mask_paths, folder_classes = _folder_files(Path(folder))
+        try:
+            image_path, mask_paths, folder_classes = _folder_files(Path(folder))
+        except UserInputError as err:
+            if auto_masks and "has no masks" in str(err):
+                raise UserInputError(f"{err} This config has data.scene.auto_masks=true: its masks are in the run's "
+                                     f"scene/ folder (the export's manifest names it); load that folder.") from None
+            raise
         class_names = class_names if class_names is not None else folder_classes
         source = str(Path(folder))
     else:

@@ -86,9 +86,7 @@ def _load_scene(cfg: DictConfig) -> Scene:
     run's own `scene/` folder (the user's folder is only read), reused when a run resumes."""
     settings = cfg.data.scene
     if not settings.get("auto_masks"):
-        resolved = OmegaConf.to_container(settings, resolve=True)
-        resolved.pop("auto_masks", None)
-        return instantiate(resolved)
+        return instantiate(settings)
     from break_a_scene.masks import REPORT, make_scene, read_classes, scene_image
 
     if cfg.get("masks") is None:

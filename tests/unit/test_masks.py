@@ -152,3 +152,15 @@ def test_target_folder_checked_before_any_model_loads(tmp_path):
     check_scene_target(own, own / "img.jpg", ["cup", "spoon"], overwrite=False)
     with pytest.raises(UserInputError, match="already holds classes.txt"):
         check_scene_target(own, own / "img.jpg", ["cup", "fork"], overwrite=False)
+
+
+def test_an_auto_masks_config_loaded_elsewhere_is_pointed_at_the_run(tmp_path):
+    """The photo folder of an auto_masks run has no masks; its config, loaded by a notebook, says where they are."""
+    folder = tmp_path / "photo"
+    folder.mkdir()
+    IMAGE.save(folder / "img.jpg")
+    with pytest.raises(UserInputError, match="auto_masks=true: its masks are in the run's scene/ folder"):
+        load_scene(folder=str(folder), auto_masks=True)
+    with pytest.raises(UserInputError, match="has no masks: add mask0.png") as err:
+        load_scene(folder=str(folder))
+    assert "run's scene/ folder" not in str(err.value)
