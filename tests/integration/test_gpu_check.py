@@ -1,13 +1,17 @@
-"""The GPU check runs end to end on the CPU with the tiny model (`--device cpu`): every row, one table."""
+"""The GPU check runs end to end on the CPU with the tiny model (`--device cpu`): every row, one table. Slow
+(about 100 s): `make test-slow` runs it, as the rehearsal before a GPU session."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_gpu_check_prints_its_table_on_the_cpu(tmp_path):
     done = subprocess.run(
         ["bash", str(REPO / "experiments" / "gpu_check.sh"), "--device", "cpu", "--work", str(tmp_path)],
