@@ -16,7 +16,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
@@ -28,7 +27,7 @@ from break_a_scene.figures import heatmap_overlay, masks_overlay
 from break_a_scene.generate import check_prompts, load_trained_pipeline
 from break_a_scene.precision import set_tf32
 from break_a_scene.sampling import sample_images
-from break_a_scene.scene import _check_coverage, _open_image, image_to_tensor, read_mask, square_resize
+from break_a_scene.scene import image_to_tensor, load_scene, prepare_scene
 from break_a_scene.tokens import token_slug
 
 log = logging.getLogger(__name__)
@@ -36,19 +35,10 @@ log = logging.getLogger(__name__)
 
 def load_image_and_mask(image: str | Path, mask: str | Path, resolution: int,
                         mask_channel: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, R, R) in [-1, 1] and the mask (R, R) in {0, 1}, both center-cropped and resized as training does."""
-    picture = _open_image(Path(image), "image").convert("RGB")
-    values, channel = read_mask(_open_image(Path(mask), "mask"), mask_channel)
-    if values.shape != (picture.height, picture.width):
-        raise UserInputError(f"mask '{mask}' is {values.shape[1]}x{values.shape[0]} but image '{image}' is "
-                             f"{picture.width}x{picture.height}; the mask must have the image's size.")
-    _check_coverage(values, f"mask '{mask}'", after=f" (read from its {channel} channel)")
-    grey = Image.fromarray((values * 255).round().astype(np.uint8))
-    inside = np.asarray(square_resize(grey, resolution, Image.Resampling.BILINEAR), dtype=np.float32) / 255 > 0.5
-    if not inside.any():
-        raise UserInputError(f"mask '{mask}' is outside the centre square that the image is cropped to; crop the "
-                             f"image to a square yourself so that the region to edit is inside it.")
-    return image_to_tensor(picture, resolution), torch.from_numpy(inside.astype(np.float32))
+    """(3, R, R) in [-1, 1] and the mask (R, R) in {0, 1}: read, checked, center-cropped and resized by the
+    scene loader, as training reads a scene of one mask."""
+    scene = prepare_scene(load_scene(image=str(image), masks=[str(mask)], mask_channel=mask_channel), resolution)
+    return scene.image, (scene.masks[0] > 0.5).float()
 
 
 def latent_mask(mask: torch.Tensor, latent_size: int) -> torch.Tensor:
