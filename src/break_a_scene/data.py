@@ -1,5 +1,6 @@
 """Union sampling (method.md, "Union sampling"): every sample is the whole image with a random subset of
-its concepts, the prompt naming them in a random order and their masks in that same order."""
+its concepts, the prompt naming them in a random order and their masks in that same order. With several
+photos of the scene, a sample first picks a photo, then a subset of the concepts that photo shows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ class UnionSamplingDataset(Dataset):
     """Sample i draws k ~ U{1..N} (k = 1 without union sampling), a random k-subset in random order, the
     prompt "a photo of <a> and <b>" and a joint horizontal flip with probability `flip_p`.
 
+    `scene` may be a list of photos (`prepare_photos`): then a photo p ~ U{0..P-1} is drawn first and N is
+    the number of concepts it shows. One photo draws exactly what it drew before photos existed.
+
     Each index has its own generator seeded from (seed, offset + i), so draws do not depend on workers, ranks
     or on where a resumed run starts; the same generator gives the sample's `noise_seed`, from which the
     training step draws its latents, noise and timestep.
@@ -26,7 +30,7 @@ class UnionSamplingDataset(Dataset):
 
     def __init__(
         self,
-        scene: SceneTensors,
+        scene: SceneTensors | list[SceneTensors],
         tokenizers: list[CLIPTokenizer],
         token_names: list[str],
         token_ids: list[int],
@@ -41,9 +45,11 @@ class UnionSamplingDataset(Dataset):
         class_prompt: str | None = None,
         solid_background: bool = False,
     ):
-        if len(token_names) != scene.masks.shape[0]:
-            raise ValueError(f"{len(token_names)} tokens for {scene.masks.shape[0]} masks")
-        self.scene = scene
+        self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
+        for photo in self.photos:
+            if len(token_names) != photo.masks.shape[0]:
+                raise ValueError(f"{len(token_names)} tokens for {photo.masks.shape[0]} masks")
+        self.shown = [photo.present.nonzero().flatten() for photo in self.photos]  # concept indices, per photo
         self.tokenizers = list(tokenizers)
         self.token_names = list(token_names)
         self.token_ids = torch.tensor(token_ids)
@@ -63,11 +69,14 @@ class UnionSamplingDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.offset + index)
-        count = len(self.token_names)
+        several = len(self.photos) > 1
+        p = int(torch.randint(0, len(self.photos), (1,), generator=generator)) if several else 0
+        shown = self.shown[p]
+        count = len(shown)
         k = int(torch.randint(1, count + 1, (1,), generator=generator)) if self.union_sampling else 1
-        chosen = torch.randperm(count, generator=generator)[:k]
+        chosen = shown[torch.randperm(count, generator=generator)[:k]]
         prompt = self.prompt_prefix + self.joiner.join(self.token_names[i] for i in chosen)
-        image, masks = self.scene.image, self.scene.masks[chosen]
+        image, masks = self.photos[p].image, self.photos[p].masks[chosen]
         if self.solid_background:
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             union = masks.amax(dim=0, keepdim=True)
@@ -83,7 +92,9 @@ class UnionSamplingDataset(Dataset):
             "prompt": prompt,
             "noise_seed": int(torch.randint(0, 2**62, (1,), generator=generator)),
             # the same picture always has the same key (its VAE posterior can be cached); None: drawn anew
-            "latent_key": None if self.solid_background else ("scene_flipped" if flipped else "scene"),
+            "latent_key": None if self.solid_background else (
+                (f"photo{p}" if several else "scene") + ("_flipped" if flipped else "")),
+            "photo": p,
         }
         if self.class_images is not None:
             item["class_pixel_values"] = self.class_images[index % len(self.class_images)]
@@ -133,7 +144,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        scene: SceneTensors,
+        scene: SceneTensors | list[SceneTensors],
         tokenizers: list[CLIPTokenizer],
         token_names: list[str],
         token_ids: list[int],
@@ -149,7 +160,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         solid_background: bool = False,
     ):
         super().__init__()
-        self.scene = scene
+        self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         self.dataset_kwargs = dict(
             scene=scene, tokenizers=tokenizers, token_names=token_names, token_ids=token_ids, seed=seed,
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,

@@ -4,6 +4,10 @@ Two ways in: the released code's folder layout (`img.jpg` + `mask0.png`, `mask1.
 `classes.txt`, one class name per mask) or an explicit image path and list of mask paths. Images and masks are
 turned upright as a viewer shows them (EXIF orientation) before anything else. Masks may be soft (any grey
 level), L, 1-bit, RGB or RGBA: see `read_mask` for which channel is read.
+
+Several photos of one scene: a folder without an image of its own whose subfolders are photos in the layout
+above, `mask<i>.png` being concept i wherever it appears (a photo may leave numbers out: that concept is not
+in it), and `classes.txt` at the top (`load_scene` returns `ScenePhotos`).
 """
 
 from __future__ import annotations
@@ -38,17 +42,36 @@ class Scene:
     class_names: list[str] | None
     source: str
 
+    # concept index of each mask, for a photo of `ScenePhotos`; None: mask i is concept i
+    concepts: list[int] | None = None
+
     @property
     def num_concepts(self) -> int:
         return len(self.masks)
 
 
 @dataclass
+class ScenePhotos:
+    """Several photos of one scene; photo p shows the concepts `photos[p].concepts`, each at least once."""
+
+    photos: list[Scene]
+    num_concepts: int
+    class_names: list[str] | None
+    source: str
+
+
+@dataclass
 class SceneTensors:
-    """A scene at the model resolution: image (3, R, R) in [-1, 1], masks (N, R, R) in [0, 1]."""
+    """A scene (or one photo of it) at the model resolution: image (3, R, R) in [-1, 1], masks (N, R, R) in
+    [0, 1], and which of the N concepts the photo shows (`present`, (N,) bool; an absent concept's mask is 0)."""
 
     image: torch.Tensor
     masks: torch.Tensor
+    present: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.present is None:
+            self.present = torch.ones(self.masks.shape[0], dtype=torch.bool)
 
 
 def _open_image(path: Path, what: str) -> Image.Image:
@@ -90,16 +113,39 @@ def read_mask(image: Image.Image, channel: str = "auto") -> tuple[np.ndarray, st
     return np.asarray(picture, dtype=np.float32) / 255.0, channel
 
 
+def _folder_image(folder: Path) -> Path | None:
+    return next((folder / name for name in IMAGE_NAMES if (folder / name).is_file()), None)
+
+
+def _numbered_masks(folder: Path) -> list[tuple[int, Path]]:
+    return sorted((int(match.group(1)), path) for path in folder.iterdir() if (match := _MASK_FILE.match(path.name)))
+
+
+def _read_classes(folder: Path) -> list[str] | None:
+    classes_file = folder / CLASSES_FILE
+    if not classes_file.is_file():
+        return None
+    return [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+
+
+def photo_folders(folder: Path) -> list[Path]:
+    """The photos of a several-photo scene folder (subfolders holding an image), in name order; [] when the
+    folder has an image of its own."""
+    if _folder_image(folder) is not None:
+        return []
+    subfolders = sorted(sub for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith("."))
+    return [sub for sub in subfolders if _folder_image(sub) is not None]
+
+
 def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
     if not folder.is_dir():
         raise UserInputError(f"scene folder '{folder}' does not exist. Set data.scene.folder to a folder with "
                              f"img.jpg and mask0.png, mask1.png, ...")
-    image = next((folder / name for name in IMAGE_NAMES if (folder / name).is_file()), None)
+    image = _folder_image(folder)
     if image is None:
-        raise UserInputError(f"scene folder '{folder}' has no image: add one of {', '.join(IMAGE_NAMES)}.")
-    numbered = sorted(
-        (int(match.group(1)), path) for path in folder.iterdir() if (match := _MASK_FILE.match(path.name))
-    )
+        raise UserInputError(f"scene folder '{folder}' has no image: add one of {', '.join(IMAGE_NAMES)} (or, for "
+                             f"several photos of the scene, one subfolder per photo holding its image and masks).")
+    numbered = _numbered_masks(folder)
     if not numbered:
         raise UserInputError(f"scene folder '{folder}' has no masks: add mask0.png, mask1.png, ... (white = concept).")
     expected = list(range(len(numbered)))
@@ -108,40 +154,11 @@ def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
             f"scene folder '{folder}' has masks numbered {[i for i, _ in numbered]}; number them "
             f"0..{len(numbered) - 1} without gaps."
         )
-    classes_file = folder / CLASSES_FILE
-    classes = None
-    if classes_file.is_file():
-        classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
-    return image, [path for _, path in numbered], classes
+    return image, [path for _, path in numbered], _read_classes(folder)
 
 
-def load_scene(
-    folder: str | None = None,
-    image: str | None = None,
-    masks: list[str] | None = None,
-    class_names: list[str] | None = None,
-    mask_channel: str = "auto",
-    auto_masks: bool = False,
-) -> Scene:
-    """Load and check a scene from a folder, or from an image path and mask paths (`mask_channel`: see
-    `read_mask`). `auto_masks` (data.scene.auto_masks) is bas-train's: it makes the masks into its run's
-    scene/ folder and loads that; a config that says so, loaded elsewhere, is pointed there."""
-    if (folder is None) == (image is None):
-        raise UserInputError("give either data.scene.folder, or data.scene.image with data.scene.masks, not both.")
-    if folder is not None:
-        try:
-            image_path, mask_paths, folder_classes = _folder_files(Path(folder))
-        except UserInputError as err:
-            if auto_masks and "has no masks" in str(err):
-                raise UserInputError(f"{err} This config has data.scene.auto_masks=true: its masks are in the run's "
-                                     f"scene/ folder (the export's manifest names it); load that folder.") from None
-            raise
-        class_names = class_names if class_names is not None else folder_classes
-        source = str(Path(folder))
-    else:
-        if not masks:
-            raise UserInputError("data.scene.image is set but data.scene.masks is empty: list one mask per concept.")
-        image_path, mask_paths, source = Path(image), [Path(m) for m in masks], str(Path(image))
+def _read_photo(image_path: Path, mask_paths: list[Path], mask_channel: str) -> tuple[Image.Image, list[np.ndarray]]:
+    """An image and its masks, upright, each mask checked: the image's size, neither empty nor full."""
     picture = _open_image(image_path, "image").convert("RGB")
     arrays = []
     for path in mask_paths:
@@ -155,6 +172,72 @@ def load_scene(
         read_from = f" (read from its {channel} channel; data.mask_channel reads another)"
         _check_coverage(mask, f"mask '{path}'", after=read_from)
         arrays.append(mask)
+    return picture, arrays
+
+
+def _load_photos(folder: Path, photos: list[Path], class_names: list[str] | None, mask_channel: str) -> ScenePhotos:
+    """Several photos of one scene: mask<i>.png in any photo is concept i; every concept in some photo."""
+    class_names = class_names if class_names is not None else _read_classes(folder)
+    loaded = []
+    for photo in photos:
+        numbered = _numbered_masks(photo)
+        if not numbered:
+            raise UserInputError(f"photo folder '{photo}' has no masks: add mask<i>.png for each concept i it shows "
+                                 f"(the same i as in the other photos).")
+        if (photo / CLASSES_FILE).is_file():
+            raise UserInputError(f"'{photo / CLASSES_FILE}': a several-photo scene names its concepts once, in "
+                                 f"'{folder / CLASSES_FILE}'; move it there.")
+        image_path = _folder_image(photo)
+        picture, arrays = _read_photo(image_path, [path for _, path in numbered], mask_channel)
+        loaded.append(Scene(picture, arrays, [str(path) for _, path in numbered], None, str(photo),
+                            concepts=[i for i, _ in numbered]))
+    shown = sorted({i for photo in loaded for i in photo.concepts})
+    count = len(class_names) if class_names is not None else shown[-1] + 1
+    beyond = [i for i in shown if i >= count]
+    if beyond:
+        raise UserInputError(f"the photos of '{folder}' have masks numbered {beyond} but {CLASSES_FILE} (or "
+                             f"data.scene.class_names) names {count} concepts; give one class name per concept.")
+    unseen = [i for i in range(count) if i not in shown]
+    if unseen:
+        raise UserInputError(f"concepts {unseen} of '{folder}' are in none of its photos: add mask<i>.png for "
+                             f"them to a photo, or number the masks without gaps.")
+    for photo in loaded:
+        photo.class_names = list(class_names) if class_names else None
+    return ScenePhotos(loaded, count, list(class_names) if class_names else None, str(folder))
+
+
+def load_scene(
+    folder: str | None = None,
+    image: str | None = None,
+    masks: list[str] | None = None,
+    class_names: list[str] | None = None,
+    mask_channel: str = "auto",
+    auto_masks: bool = False,
+) -> Scene | ScenePhotos:
+    """Load and check a scene from a folder (one photo, or several: `ScenePhotos`), or from an image path
+    and mask paths (`mask_channel`: see `read_mask`). `auto_masks` (data.scene.auto_masks) is bas-train's: it
+    makes the masks into its run's scene/ folder and loads that; a config that says so, loaded elsewhere, is
+    pointed there."""
+    if (folder is None) == (image is None):
+        raise UserInputError("give either data.scene.folder, or data.scene.image with data.scene.masks, not both.")
+    if folder is not None:
+        photos = photo_folders(Path(folder)) if Path(folder).is_dir() else []
+        if photos:
+            return _load_photos(Path(folder), photos, class_names, mask_channel)
+        try:
+            image_path, mask_paths, folder_classes = _folder_files(Path(folder))
+        except UserInputError as err:
+            if auto_masks and "has no masks" in str(err):
+                raise UserInputError(f"{err} This config has data.scene.auto_masks=true: its masks are in the run's "
+                                     f"scene/ folder (the export's manifest names it); load that folder.") from None
+            raise
+        class_names = class_names if class_names is not None else folder_classes
+        source = str(Path(folder))
+    else:
+        if not masks:
+            raise UserInputError("data.scene.image is set but data.scene.masks is empty: list one mask per concept.")
+        image_path, mask_paths, source = Path(image), [Path(m) for m in masks], str(Path(image))
+    picture, arrays = _read_photo(image_path, mask_paths, mask_channel)
     if class_names is not None and len(class_names) != len(arrays):
         raise UserInputError(
             f"{len(class_names)} class names for {len(arrays)} masks in '{source}'; give one per mask "
@@ -190,11 +273,13 @@ def image_to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
     return torch.from_numpy(picture / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
-def prepare_scene(scene: Scene, resolution: int, background: bool = False) -> SceneTensors:
+def prepare_scene(scene: Scene, resolution: int, background: bool = False, num_concepts: int | None = None
+                  ) -> SceneTensors:
     """Center-crop image and masks together to a square and resize to `resolution`.
 
     With `background`, one more mask is added: the complement of the union of the others (the paper's
-    background token; the released code has none).
+    background token; the released code has none). A photo of `ScenePhotos` (its `concepts` set) gets
+    `num_concepts` masks, zero for the concepts it does not show.
     """
     image = image_to_tensor(scene.image, resolution)
     left, top, right, bottom = _center_square(scene.image.width, scene.image.height)
@@ -214,23 +299,44 @@ def prepare_scene(scene: Scene, resolution: int, background: bool = False) -> Sc
         _check_coverage(array, f"mask '{path}'", after=f" after center-cropping and resizing to {resolution}px")
         masks.append(torch.from_numpy(array))
     stacked = torch.stack(masks)
+    present = torch.ones(len(masks), dtype=torch.bool)
+    if scene.concepts is not None:
+        count = num_concepts if num_concepts is not None else max(scene.concepts) + 1
+        placed = torch.zeros(count, resolution, resolution)
+        placed[scene.concepts] = stacked
+        present = torch.zeros(count, dtype=torch.bool)
+        present[scene.concepts] = True
+        stacked = placed
     if background:
         stacked = torch.cat([stacked, 1.0 - stacked.amax(dim=0, keepdim=True)])
-    return SceneTensors(image=image, masks=stacked)
+        present = torch.cat([present, torch.ones(1, dtype=torch.bool)])
+    return SceneTensors(image=image, masks=stacked, present=present)
+
+
+def prepare_photos(scene: Scene | ScenePhotos, resolution: int, background: bool = False) -> list[SceneTensors]:
+    """Every photo of a scene at the model resolution (`prepare_scene`), each with all the scene's concepts."""
+    if isinstance(scene, Scene):
+        return [prepare_scene(scene, resolution, background)]
+    return [prepare_scene(photo, resolution, background, scene.num_concepts) for photo in scene.photos]
 
 
 def scene_warnings(scene: SceneTensors, names: list[str], attention_side: int) -> list[str]:
     """What is legal but likely a mistake: identical masks, masks overlapping by more than half of the
-    smaller one, and concepts smaller than one cell of the attention loss's grid."""
+    smaller one, and concepts smaller than one cell of the attention loss's grid (among the concepts the
+    photo shows)."""
     inside = scene.masks > _ON
     areas = inside.flatten(1).sum(dim=1)
     cell = (scene.masks.shape[-1] / attention_side) ** 2
     warnings = []
     for i, name in enumerate(names):
+        if not scene.present[i]:
+            continue
         if areas[i] < cell:
             warnings.append(f"{name} covers {int(areas[i])} px, less than one {attention_side}x{attention_side} "
                             f"attention cell ({cell:.0f} px): its attention loss sees almost nothing of it.")
         for j in range(i + 1, len(names)):
+            if not scene.present[j]:
+                continue
             overlap = int((inside[i] & inside[j]).sum())
             if torch.equal(inside[i], inside[j]):
                 warnings.append(f"the masks of {name} and {names[j]} are identical: both tokens learn one concept.")

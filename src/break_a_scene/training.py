@@ -24,7 +24,7 @@ from break_a_scene.optim import check_state_bits
 from break_a_scene.outputs import check_writable
 from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
-from break_a_scene.scene import Scene, load_scene, prepare_scene, scene_warnings
+from break_a_scene.scene import Scene, ScenePhotos, load_scene, prepare_photos, scene_warnings
 from break_a_scene.tokens import default_token_names
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CheckedInputs:
-    scene: Scene
+    scene: Scene | ScenePhotos
     components: DiffusionComponents
     token_names: list[str]
     initializer_words: list[str] | None
@@ -81,7 +81,7 @@ def _check_checkpoint(ckpt_path: str | None) -> None:
         )
 
 
-def _load_scene(cfg: DictConfig) -> Scene:
+def _load_scene(cfg: DictConfig) -> Scene | ScenePhotos:
     """The configured scene; with data.scene.auto_masks, its masks are first made from its class names into the
     run's own `scene/` folder (the user's folder is only read), reused when a run resumes."""
     settings = cfg.data.scene
@@ -190,10 +190,12 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
     """Check the inputs, then build the module, datamodule and trainer of one training run."""
     inputs = check_inputs(cfg)
     check_outputs(cfg, inputs.components)
-    scene_tensors = prepare_scene(inputs.scene, cfg.data.resolution, background=cfg.data.background_token)
+    photos = prepare_photos(inputs.scene, cfg.data.resolution, background=cfg.data.background_token)
     attention_side = inputs.components.latent_size(cfg.data.resolution) // cfg.method.attention_resolution_divisor
-    for warning in scene_warnings(scene_tensors, inputs.token_names, attention_side):
-        log.warning(warning)
+    sources = [p.source for p in inputs.scene.photos] if isinstance(inputs.scene, ScenePhotos) else [None]
+    for source, photo in zip(sources, photos):
+        for warning in scene_warnings(photo, inputs.token_names, attention_side):
+            log.warning(f"{source}: {warning}" if source else warning)
     L.seed_everything(cfg.seed, workers=True)
     set_tf32(cfg.get("tf32", True))
     class_images = prepare_class_images(cfg, inputs.components)
@@ -215,7 +217,7 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
     except ValueError as err:  # e.g. no cross-attention layer at the requested resolution
         raise UserInputError(str(err)) from None
     datamodule: UnionSamplingDataModule = instantiate(cfg.data.loader)(
-        scene=scene_tensors, tokenizers=inputs.components.tokenizers, token_names=tokens.names,
+        scene=photos, tokenizers=inputs.components.tokenizers, token_names=tokens.names,
         token_ids=tokens.ids, total_steps=module.total_steps, seed=cfg.seed,
         class_images=class_images, class_prompt=cfg.data.prior_preservation.class_prompt,
     )

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from break_a_scene.scene import load_scene
-from break_a_scene.toyworld.scenes import read_scene_json, write_scene_set
+from break_a_scene.toyworld.scenes import other_photos, read_scene_json, write_scene_set
 from break_a_scene.toyworld.vocab import build_toyworld_tokenizer, world_words
 from break_a_scene.toyworld.world import COLOURS, SLOTS, ToyObject, ToyScene, caption, render, sample_scene
 
@@ -75,3 +75,22 @@ def test_high_frequency_share_finds_the_checkerboard_and_nothing_in_flat_or_smoo
     assert shares[0] == 0 and abs(float(shares[1]) - 1.0) < 1e-6 and float(shares[2]) < 1e-6
     # mean powers: the wave 1/2, the checkerboard 0.1^2, so its share is 0.01 / 0.51
     assert abs(float(shares[3]) - 0.01 / 0.51) < 1e-5
+
+
+def test_several_photos_show_the_same_objects_in_new_slots_on_new_backgrounds(tmp_path):
+    one = write_scene_set(tmp_path / "one", count=2, seed=3)
+    three = write_scene_set(tmp_path / "three", count=2, seed=3, photos=3)
+    for single, several in zip(one, three):
+        assert (several / "photo_0" / "img.png").read_bytes() == (single / "img.png").read_bytes()  # pairs with it
+        assert read_scene_json(several) == read_scene_json(single)
+        scene = load_scene(folder=str(several))
+        assert scene.num_concepts == len(read_scene_json(single).objects) and len(scene.photos) == 3
+        truth = read_scene_json(single)
+        views = [truth, *other_photos(truth, 2, random.Random(f"photos-3-{one.index(single)}"))]
+        assert len({view.background for view in views}) == 3
+        for slots in zip(*[[o.slot for o in view.objects] for view in views]):
+            assert len(set(slots)) == 3  # every object in every slot across the 3 photos
+        for view, photo in zip(views, scene.photos):  # mask i is object i, wherever that photo puts it
+            _, rendered = render(view, 32)
+            for mask, truth_mask in zip(photo.masks, rendered):
+                assert np.abs(mask - truth_mask).max() <= 0.5 / 255 + 1e-6

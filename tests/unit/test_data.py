@@ -127,3 +127,73 @@ def test_solid_background_pastes_the_chosen_concepts_on_one_colour(tokenizer):
         assert torch.equal(outside, outside[:, :1].expand_as(outside))  # one colour everywhere else
         colours.add(tuple(outside[:, 0].tolist()))
     assert len(colours) == 20  # a new colour each sample
+
+
+def test_one_photo_draws_what_it_drew_before_photos_existed(tokenizer):
+    """Pinned draws of the one-image stream, recorded before several-photo scenes were added."""
+    data = dataset(tokenizer, length=4)
+    drawn = [(data[i]["prompt"], data[i]["latent_key"], data[i]["noise_seed"]) for i in range(4)]
+    assert drawn == [
+        ("a photo of <asset0> and <asset1>", "scene", 150625105277982079),
+        ("a photo of <asset0> and <asset1>", "scene", 2677496999085812581),
+        ("a photo of <asset0>", "scene", 4458233502074471045),
+        ("a photo of <asset0> and <asset1> and <asset2>", "scene_flipped", 4256832244467263896),
+    ]
+    assert UnionSamplingDataset([asymmetric_scene()], [tokenizer], NAMES, [49408, 49409, 49410], 4,
+                                seed=1)[3]["prompt"] == drawn[3][0]
+
+
+SHOWN = [(0, 1, 2), (0, 2), (1,)]  # the concepts each of three photos shows
+
+
+def three_photos(side=8):
+    """Photo p: brightness rising left -> right with slope (p + 1) / 3 (a flip turns its sign), concept c a
+    one-pixel column at x = c + 2p (asymmetric, so a flip moves it), absent concepts zero."""
+    photos = []
+    for p, shown in enumerate(SHOWN):
+        image = (torch.linspace(-1, 1, side) * (p + 1) / 3).expand(3, side, side).clone()
+        masks = torch.zeros(3, side, side)
+        present = torch.zeros(3, dtype=torch.bool)
+        for c in shown:
+            masks[c, :, c + 2 * p] = 1
+            present[c] = True
+        photos.append(SceneTensors(image=image, masks=masks, present=present))
+    return photos
+
+
+def test_several_photos_sampling_statistics_and_alignment(tokenizer):
+    photos = three_photos()
+    data = UnionSamplingDataset(photos, [tokenizer], NAMES, [49408, 49409, 49410], 3000, seed=2)
+    per_photo, ks, singles, flips = Counter(), Counter(), Counter(), 0
+    for i in range(len(data)):
+        item = data[i]
+        corner = float(item["pixel_values"][0, 0, 0])
+        p, flipped = round(abs(corner) * 3) - 1, corner > 0
+        chosen = [int(t) - 49408 for t in item["token_ids"]]
+        assert item["photo"] == p and set(chosen) <= set(SHOWN[p])  # only concepts the photo shows
+        assert item["latent_key"] == f"photo{p}" + ("_flipped" if flipped else "")
+        expected = photos[p].masks[chosen]
+        assert torch.equal(item["masks"], expected.flip(-1) if flipped else expected)  # the same photo, flipped alike
+        assert item["prompt"] == "a photo of " + " and ".join(NAMES[c] for c in chosen)
+        per_photo[p] += 1
+        ks[p, len(chosen)] += 1
+        if len(chosen) == 1:
+            singles[p, chosen[0]] += 1
+        flips += flipped
+    n = len(data)
+    for p in range(3):  # photo ~ U{0, 1, 2}: 1000 each; 4 sigma ~ 100
+        assert abs(per_photo[p] - n / 3) < 100, per_photo
+    for k in (1, 2, 3):  # photo 0 shows 3 concepts: k ~ U{1..3}, ~333 each
+        assert abs(ks[0, k] - n / 9) < 80, ks
+    for k in (1, 2):  # photo 1 shows 2: k ~ U{1, 2}, ~500 each
+        assert abs(ks[1, k] - n / 6) < 90, ks
+    assert ks[2, 1] == per_photo[2] and singles[2, 1] == per_photo[2]  # photo 2 shows concept 1 only
+    assert abs(singles[1, 0] - singles[1, 2]) < 90  # given photo 1 and k = 1: concept 0 or 2, ~250 each
+    assert abs(flips - n / 2) < 110
+
+
+def test_a_batch_mixes_photos(tokenizer):
+    data = UnionSamplingDataset(three_photos(), [tokenizer], NAMES, [49408, 49409, 49410], 8, seed=2)
+    batch = collate_union_samples([data[i] for i in range(8)])
+    assert len({key.removesuffix("_flipped") for key in batch["latent_keys"]}) > 1
+    assert batch["pixel_values"].shape == (8, 3, 8, 8)

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.scene import SceneTensors, load_scene, prepare_scene, scene_warnings
+from break_a_scene.scene import ScenePhotos, SceneTensors, load_scene, prepare_photos, prepare_scene, scene_warnings
 from tests.conftest import write_scene
 
 
@@ -178,3 +178,48 @@ def test_class_count_must_match(scene_dir):
     (scene_dir / "classes.txt").write_text("only one\n")
     with pytest.raises(UserInputError, match="1 class names for 2 masks"):
         load_scene(folder=str(scene_dir))
+
+
+def write_photos(folder, classes=("red box", "blue box")):
+    """Two photos of one scene: photo a shows both boxes, photo b (48x48) only the blue one, as mask1.png."""
+    write_scene(folder / "a")
+    write_scene(folder / "b", size=(48, 48), boxes=((4, 4, 30, 40),))
+    (folder / "b" / "mask0.png").rename(folder / "b" / "mask1.png")
+    image = np.asarray(Image.open(folder / "b" / "img.jpg")).copy()
+    image[4:40, 4:30] = (40, 40, 230)  # the blue box
+    Image.fromarray(image).save(folder / "b" / "img.jpg")
+    if classes:
+        (folder / "classes.txt").write_text("\n".join(classes) + "\n")
+    return folder
+
+
+def test_several_photos_layout(tmp_path):
+    scene = load_scene(folder=str(write_photos(tmp_path / "scene")))
+    assert isinstance(scene, ScenePhotos) and scene.num_concepts == 2
+    assert scene.class_names == ["red box", "blue box"]
+    assert [photo.concepts for photo in scene.photos] == [[0, 1], [1]]
+    assert [photo.image.size for photo in scene.photos] == [(96, 64), (48, 48)]
+    photos = prepare_photos(scene, 32, background=True)
+    assert [p.present.tolist() for p in photos] == [[True, True, True], [False, True, True]]
+    assert photos[1].masks[0].abs().sum() == 0  # an absent concept's mask is empty
+    assert photos[1].masks[1, 20, 10] == 1.0  # blue box: x 4..30, y 4..40 of 48 -> 2..20, 2..26 at 32
+    torch.testing.assert_close(photos[1].masks[2], 1 - photos[1].masks[1])  # background: outside the shown box
+    assert scene_warnings(photos[1], ["<a>", "<b>", "<bg>"], attention_side=8) == []
+
+
+def test_several_photos_count_concepts_without_classes(tmp_path):
+    scene = load_scene(folder=str(write_photos(tmp_path / "scene", classes=None)))
+    assert scene.num_concepts == 2 and scene.class_names is None
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: (f / "a" / "mask0.png").rename(f / "a" / "mask5.png"), r"numbered \[5\] but classes.txt"),
+    (lambda f: (f / "a" / "mask0.png").unlink(), r"concepts \[0\] of .* are in none of its photos"),
+    (lambda f: [m.unlink() for m in (f / "b").glob("mask*.png")], r"photo folder .*b' has no masks"),
+    (lambda f: (f / "b" / "classes.txt").write_text("blue box\n"), r"names its concepts once"),
+])
+def test_several_photos_bad_layouts(tmp_path, change, message):
+    folder = write_photos(tmp_path / "scene")
+    change(folder)
+    with pytest.raises(UserInputError, match=message):
+        load_scene(folder=str(folder))

@@ -133,7 +133,7 @@ class SampleLogger(L.Callback):
 
 class SceneLogger(L.Callback):
     """Once per run: the input image with its masks (a W&B segmentation overlay whose class labels are
-    the token names), and the resolved Hydra config as the W&B run config."""
+    the token names; several photos side by side), and the resolved Hydra config as the W&B run config."""
 
     def __init__(self, dirpath: str):
         self.sink = VisualSink(dirpath)
@@ -141,22 +141,23 @@ class SceneLogger(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        scene = trainer.datamodule.scene
-        image = tensor_to_image(scene.image)
-        masks = scene.masks.cpu().numpy()
+        photos = trainer.datamodule.photos
+        image = tensor_to_image(torch.cat([photo.image for photo in photos], dim=-1))
+        masks = torch.cat([photo.masks for photo in photos], dim=-1).cpu().numpy()
         labels = np.zeros(masks.shape[1:], dtype=np.uint8)  # 0 = none, i + 1 = token i (later masks on top)
         for index, mask in enumerate(masks):
             labels[mask > 0.5] = index + 1
         wandb_image = None
+        caption = "input scene" if len(photos) == 1 else f"input scene, {len(photos)} photos"
         if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
             import wandb
 
             class_labels = {0: "none", **{i + 1: name for i, name in enumerate(module.tokens.names)}}
             wandb_image = wandb.Image(image, masks={"concepts": {"mask_data": labels, "class_labels": class_labels}},
-                                      caption="input scene")
+                                      caption=caption)
             config = module.run_info.get("config")
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger) and config is not None:
                     logger.experiment.config.update(config, allow_val_change=True)
-        picture = masks_overlay(image, masks, labels=list(module.tokens.names))
-        self.sink.write(trainer, "scene", picture, caption="input scene", wandb_image=wandb_image)
+        picture = masks_overlay(image, masks, labels=list(module.tokens.names), size=256 * len(photos))
+        self.sink.write(trainer, "scene", picture, caption=caption, wandb_image=wandb_image)

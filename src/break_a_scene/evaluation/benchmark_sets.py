@@ -7,7 +7,8 @@ the trial folder is named with `${bas.scene_name:...}`).
   none of the six excluded classes among them; a seeded choice of `count` images among all that qualify
   (sorted by COCO id first, so the same COCO gives the same set). Kept concepts are capped at
   `max_concepts` (largest first; the paper notes the method is best with <= 4).
-- `build_toy_set`: the toy world's scenes (2 and 3 objects), deterministic for a seed.
+- `build_toy_set`: the toy world's scenes (2 and 3 objects), deterministic for a seed; with `photos` > 1,
+  several photos of each scene (the same objects in other slots, on other backgrounds).
 """
 
 from __future__ import annotations
@@ -139,13 +140,16 @@ def build_coco_set(annotations: str | Path, images: str | Path, out: str | Path,
     return _write_atomically(out, fill)
 
 
-def build_toy_set(out: str | Path, count: int = 8, seed: int = 0) -> Path:
+def build_toy_set(out: str | Path, count: int = 8, seed: int = 0, photos: int = 1) -> Path:
     from break_a_scene.toyworld.scenes import write_scene_set
 
+    if photos < 1:
+        raise UserInputError(f"--photos {photos}: a scene needs at least one photo.")
+
     def fill(staging: Path) -> None:
-        folders = write_scene_set(staging, count, seed=seed)
+        folders = write_scene_set(staging, count, seed=seed, photos=photos)
         entries = [{"name": f.name, "classes": (f / "classes.txt").read_text().split("\n")[:-1]} for f in folders]
-        protocol = {"source": "toyworld", "seed": seed, "count": count}
+        protocol = {"source": "toyworld", "seed": seed, "count": count, "photos": photos}
         (staging / INDEX_FILE).write_text(json.dumps({"protocol": protocol, "scenes": entries}, indent=1))
 
     return _write_atomically(Path(out), fill)

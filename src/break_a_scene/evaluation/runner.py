@@ -22,7 +22,7 @@ from break_a_scene.errors import UserInputError
 from break_a_scene.evaluation.benchmark_sets import read_index, scene_folder
 from break_a_scene.evaluation.prompts import PAPER_TEMPLATES, EvalPrompt, prompt_set, read_templates
 from break_a_scene.export import MANIFEST, read_manifest
-from break_a_scene.scene import SceneTensors, image_to_tensor, load_scene, prepare_scene
+from break_a_scene.scene import SceneTensors, image_to_tensor, load_scene, prepare_photos
 
 log = logging.getLogger(__name__)
 ROWS_FILE = "rows.csv"
@@ -30,8 +30,8 @@ FAILED_FILE = "failed.json"
 SUMMARY_FILE = "summary.json"
 
 
-def _scene_tensors(folder: str | Path, resolution: int) -> SceneTensors:
-    return prepare_scene(load_scene(folder), resolution)
+def _scene_photos(folder: str | Path, resolution: int) -> list[SceneTensors]:
+    return prepare_photos(load_scene(folder), resolution)
 
 
 def trial_prompts(cfg: DictConfig, folder: str, tokens: list[str], class_names: list[str]) -> list[EvalPrompt]:
@@ -46,21 +46,21 @@ def trial_prompts(cfg: DictConfig, folder: str, tokens: list[str], class_names: 
     return prompt_set(tokens, class_names, templates, cfg.evaluation.prompts.max_concepts)
 
 
-def _scorer(cfg: DictConfig, folder: str, tensors: SceneTensors, tokens: list[str], class_names: list[str]):
+def _scorer(cfg: DictConfig, folder: str, photos: list[SceneTensors], tokens: list[str], class_names: list[str]):
     from break_a_scene.evaluation.scorers import ToyScorer, build_paper_scorer
 
     if cfg.evaluation.world == "toyworld":
         from break_a_scene.toyworld.judges import load_judge
 
         return ToyScorer(load_judge(cfg.evaluation.judge))
-    gallery, offset = [tensors], 0
+    gallery, offset = [photos], 0
     if cfg.benchmark.root:
         gallery, offset = [], None
         for i, entry in enumerate(read_index(cfg.benchmark.root)):
             if i == int(cfg.benchmark.scene_index):
-                offset = sum(s.masks.shape[0] for s in gallery)
-            gallery.append(_scene_tensors(Path(cfg.benchmark.root) / entry["name"], tensors.image.shape[-1]))
-    return build_paper_scorer(cfg.evaluation, tensors, tokens, class_names, gallery, offset)
+                offset = sum(scene[0].masks.shape[0] for scene in gallery)
+            gallery.append(_scene_photos(Path(cfg.benchmark.root) / entry["name"], photos[0].image.shape[-1]))
+    return build_paper_scorer(cfg.evaluation, photos, tokens, class_names, gallery, offset)
 
 
 def _done_keys(rows: Path) -> set[tuple[str, int]]:
@@ -98,8 +98,7 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     todo = [(p, s) for p, s in jobs if (p.prompt, s) not in done]
     if not todo:
         return 0
-    tensors = _scene_tensors(folder, resolution)
-    scorer = _scorer(cfg, folder, tensors, tokens, class_names)
+    scorer = _scorer(cfg, folder, _scene_photos(folder, resolution), tokens, class_names)
     dtype = ev.dtype if ev.dtype != "auto" else ("float16" if torch.cuda.is_available() else "float32")
     pipe = load_trained_pipeline(pipeline_dir, ev.device, dtype)
     image_dir = trial / "images"

@@ -24,10 +24,15 @@ from break_a_scene.evaluation.segmenters import Generated
 from break_a_scene.scene import SceneTensors
 
 
-def masked_references(scene: SceneTensors) -> torch.Tensor:
-    """(N, 3, R, R) in [0, 1]: the input image black outside each concept's mask."""
-    image = (scene.image + 1) / 2
-    return torch.stack([black_outside(image, mask) for mask in scene.masks])
+def masked_references(scene: SceneTensors | list[SceneTensors]) -> torch.Tensor:
+    """(N, 3, R, R) in [0, 1]: the input image black outside each concept's mask (with several photos, the
+    first photo that shows the concept)."""
+    photos = [scene] if isinstance(scene, SceneTensors) else scene
+    references = []
+    for concept in range(photos[0].masks.shape[0]):
+        photo = next(p for p in photos if p.present[concept])
+        references.append(black_outside((photo.image + 1) / 2, photo.masks[concept]))
+    return torch.stack(references)
 
 
 class PaperScorer:
@@ -92,8 +97,8 @@ class ToyScorer:
         return values
 
 
-def build_paper_scorer(cfg: DictConfig, scene: SceneTensors, tokens: list[str], class_names: list[str],
-                       gallery_scenes: list[SceneTensors], scene_offset: int) -> PaperScorer:
+def build_paper_scorer(cfg: DictConfig, scene: list[SceneTensors], tokens: list[str], class_names: list[str],
+                       gallery_scenes: list[list[SceneTensors]], scene_offset: int) -> PaperScorer:
     """Load the encoders and segmenter the config names; the concept-accuracy gallery is every concept of
     `gallery_scenes` (the whole benchmark), this scene's concepts starting at `scene_offset`."""
     clip = instantiate(cfg.clip)
