@@ -24,7 +24,7 @@ from break_a_scene.optim import check_state_bits
 from break_a_scene.outputs import check_writable
 from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
-from break_a_scene.scene import Scene, ScenePhotos, load_scene, prepare_photos, scene_warnings
+from break_a_scene.scene import Scene, ScenePhotos, load_scene, photo_folders, prepare_photos, scene_warnings
 from break_a_scene.tokens import default_token_names
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,10 @@ def _load_scene(cfg: DictConfig) -> Scene | ScenePhotos:
     if settings.masks:
         raise UserInputError("data.scene.auto_masks=true makes the masks itself; remove data.scene.masks, or set "
                              "auto_masks=false to train on those masks.")
+    if settings.folder and Path(settings.folder).is_dir() and photo_folders(Path(settings.folder)):
+        raise UserInputError(f"data.scene.auto_masks=true makes the masks of one photo, but '{settings.folder}' holds "
+                             f"several; run bas-masks on each photo's folder (hydra.run.dir=<that folder>), then "
+                             f"train with auto_masks=false.")
     folder = Path(cfg.paths.output_dir) / "scene"
     if not (cfg.get("ckpt_path") and (folder / REPORT).is_file()):
         image = scene_image(settings.image or settings.folder)

@@ -80,3 +80,12 @@ def test_toy_set(tmp_path):
     assert [s["name"] for s in scenes] == ["scene_000", "scene_001", "scene_002"]
     assert [len(s["classes"]) for s in scenes] == [2, 3, 2]
     assert all((out / s["name"] / "scene.json").is_file() for s in scenes)
+
+
+def test_toy_set_with_several_photos(tmp_path):
+    out = build_toy_set(tmp_path / "toy", count=2, seed=0, photos=3)
+    assert json.loads((out / "index.json").read_text())["protocol"]["photos"] == 3
+    assert sorted(p.name for p in (out / "scene_001").iterdir() if p.is_dir()) == ["photo_0", "photo_1", "photo_2"]
+    with pytest.raises(UserInputError, match="at least one photo"):
+        build_toy_set(tmp_path / "none", count=2, photos=0)
+    assert not (tmp_path / "none").exists()

@@ -169,3 +169,18 @@ def test_encoders_use_their_own_preprocessing(clip, dino, tmp_path):
     assert processed.shape == (2, 3, 32, 32)
     expected = F.normalize(dino.model(pixel_values=processed).last_hidden_state[:, 0], dim=-1)
     assert (dino.embed_images(tensors) - expected).abs().max() < 1e-5
+
+
+def test_masked_references_take_each_concept_from_the_first_photo_that_shows_it():
+    from break_a_scene.evaluation.scorers import masked_references
+    from break_a_scene.scene import SceneTensors
+
+    masks = torch.zeros(2, 4, 4)
+    masks[1, :2] = 1
+    first = SceneTensors(torch.full((3, 4, 4), 0.5), masks.clone(), torch.tensor([False, True]))
+    masks[0, :, :2] = 1
+    second = SceneTensors(torch.full((3, 4, 4), -0.5), masks, torch.tensor([True, True]))
+    references = masked_references([first, second])
+    assert references.shape == (2, 3, 4, 4)
+    assert references[0, :, :, :2].eq(0.25).all() and references[0, :, :, 2:].eq(0).all()  # concept 0: photo 2
+    assert references[1, :, :2].eq(0.75).all() and references[1, :, 2:].eq(0).all()  # concept 1: photo 1

@@ -1,5 +1,6 @@
 """Several photos of one scene, trained by the real Trainer on the tiny model through bas-train's config."""
 
+import pytest
 from PIL import Image
 
 from break_a_scene.export import read_manifest
@@ -22,3 +23,14 @@ def test_training_on_two_photos_mixes_them_in_a_batch(tmp_path):
     assert scene_picture.width == 2 * scene_picture.height  # the two photos side by side
     manifest = read_manifest(tmp_path / "run" / "pipeline")
     assert manifest["scene"] == str(folder) and manifest["class_names"] == ["red box", "blue box"]
+
+
+def test_auto_masks_refuses_several_photos_before_loading_anything(tmp_path):
+    from break_a_scene.errors import UserInputError
+    from break_a_scene.training import check_inputs
+
+    folder = write_photos(tmp_path / "scene")
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={folder}", "data.scene.auto_masks=true"], tmp_path)
+    with pytest.raises(UserInputError, match="holds several; run bas-masks on each photo's folder"):
+        check_inputs(cfg)
+    assert not (tmp_path / "run" / "scene").exists()
