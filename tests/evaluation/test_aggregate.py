@@ -83,6 +83,10 @@ def test_paired_difference_pairs_by_unit_and_removes_shared_variation(tmp_path):
     assert table["b"]["identity"][1] < table["break_a_scene"]["identity"][2]  # separate intervals overlap
     report = aggregate(tmp_path)
     assert "| b | 3 | +0.100 [+0.100, +0.100] | +0.000 [+0.000, +0.000] |" in (report / "paired.md").read_text()
+    aggregate(tmp_path, reference="b")  # the other way round: another reference method
+    assert "| break_a_scene | 3 | -0.100 [-0.100, -0.100] |" in (report / "paired.md").read_text()
+    with pytest.raises(UserInputError, match=r"method 'c' is not in the rows; they have \['b', 'break_a_scene'\]"):
+        aggregate(tmp_path, reference="c")
 
 
 def test_paired_difference_interval():

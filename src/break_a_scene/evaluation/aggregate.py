@@ -129,10 +129,10 @@ def plot(table: dict[str, dict], x: str, y: str, path: Path) -> list[str]:
     return front
 
 
-def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None,
-              reference: str = "break_a_scene") -> Path:
+def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None, reference: str | None = None) -> Path:
     """Write <out_dir>/aggregate/{table.md, table.json, by_concepts.md, figure.png} and, when the rows have
-    `reference` and another method, paired.md (each method minus it, paired by unit); returns that folder."""
+    `reference` (break_a_scene when not given) and another method, paired.md (each method minus it, paired by
+    unit); returns that folder."""
     out_dir = Path(out_dir)
     rows = load_rows(out_dir)
     failures = load_failures(out_dir)
@@ -145,6 +145,10 @@ def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None,
     for axis in (x, y):
         if axis not in metrics:
             raise UserInputError(f"metric '{axis}' is not in the rows; they have {metrics}.")
+    methods = sorted({row["method"] for row in rows})
+    if reference is not None and reference not in methods:
+        raise UserInputError(f"reference method '{reference}' is not in the rows; they have {methods}.")
+    reference = reference or "break_a_scene"
     table = summarize(rows, metrics)
     report = out_dir / "aggregate"
     report.mkdir(exist_ok=True)
