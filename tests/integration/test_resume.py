@@ -47,7 +47,8 @@ def uninterrupted(tmp_path_factory):
                  id="switch"),
     pytest.param("+callbacks.kill._target_=tests.helpers.KillAtStep +callbacks.kill.step=7",  # phase 2 (ckpt at 6)
                  id="phase2", marks=pytest.mark.slow),
-    pytest.param("+callbacks.kill._target_=tests.helpers.KillDuringExport", id="export"),  # while exporting
+    pytest.param("+callbacks.kill._target_=tests.helpers.KillDuringExport", id="export",  # while exporting
+                 marks=pytest.mark.slow),
 ])
 def test_killed_and_resumed_run_exports_the_same_weights(tmp_path, uninterrupted, kill):
     scene, expected = uninterrupted
