@@ -221,16 +221,15 @@ def load_scene(
     if (folder is None) == (image is None):
         raise UserInputError("give either data.scene.folder, or data.scene.image with data.scene.masks, not both.")
     if folder is not None:
-        photos = photo_folders(Path(folder)) if Path(folder).is_dir() else []
+        root = Path(folder)
+        photos = photo_folders(root) if root.is_dir() else []
         if photos:
-            return _load_photos(Path(folder), photos, class_names, mask_channel)
-        try:
-            image_path, mask_paths, folder_classes = _folder_files(Path(folder))
-        except UserInputError as err:
-            if auto_masks and "has no masks" in str(err):
-                raise UserInputError(f"{err} This config has data.scene.auto_masks=true: its masks are in the run's "
-                                     f"scene/ folder (the export's manifest names it); load that folder.") from None
-            raise
+            return _load_photos(root, photos, class_names, mask_channel)
+        if auto_masks and root.is_dir() and not _numbered_masks(root):
+            raise UserInputError(f"scene folder '{root}' has no masks: this config has data.scene.auto_masks=true, "
+                                 f"so its masks are in the run's scene/ folder (the export's manifest names it); load "
+                                 f"that folder.")
+        image_path, mask_paths, folder_classes = _folder_files(root)
         class_names = class_names if class_names is not None else folder_classes
         source = str(Path(folder))
     else:

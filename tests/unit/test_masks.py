@@ -159,7 +159,7 @@ def test_an_auto_masks_config_loaded_elsewhere_is_pointed_at_the_run(tmp_path):
     folder = tmp_path / "photo"
     folder.mkdir()
     IMAGE.save(folder / "img.jpg")
-    with pytest.raises(UserInputError, match="auto_masks=true: its masks are in the run's scene/ folder"):
+    with pytest.raises(UserInputError, match="auto_masks=true, so its masks are in the run's scene/ folder"):
         load_scene(folder=str(folder), auto_masks=True)
     with pytest.raises(UserInputError, match="has no masks: add mask0.png") as err:
         load_scene(folder=str(folder))
