@@ -26,7 +26,15 @@ from PIL import Image
 from break_a_scene.errors import UserInputError
 from break_a_scene.figures import masks_overlay
 from break_a_scene.models import resolve_model_dir
-from break_a_scene.scene import _MASK_FILE, CLASSES_FILE, IMAGE_NAMES, _open_image, load_scene
+from break_a_scene.scene import (
+    CLASSES_FILE,
+    IMAGE_NAMES,
+    _folder_image,
+    _numbered_masks,
+    _open_image,
+    _read_lines,
+    load_scene,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +185,6 @@ def preview(image: Image.Image, found: list[FoundMask]) -> Image.Image:
     return masks_overlay(image, masks, [f"{i}: {item.class_name}" for i, item in enumerate(found)])
 
 
-def _lines(file: Path) -> list[str]:
-    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
-
-
 def read_classes(image_path: Path, classes: list[str] | None) -> list[str]:
     """The class names given, or those of classes.txt beside the image."""
     if classes:
@@ -190,7 +194,7 @@ def read_classes(image_path: Path, classes: list[str] | None) -> list[str]:
         if not file.is_file():
             raise UserInputError(f"no class names: give masks.classes=[cup,saucer,...] or write {file}, one class "
                                  f"name a line.")
-        names = _lines(file)
+        names = _read_lines(file)
     if not names or any(not n for n in names) or len(set(names)) != len(names):
         raise UserInputError(f"class names {names} must be non-empty and distinct, one per concept.")
     return names
@@ -200,7 +204,7 @@ def scene_image(image: str | Path) -> Path:
     """A photo's path, or the image of a scene folder."""
     path = Path(image)
     if path.is_dir():
-        found = next((path / name for name in IMAGE_NAMES if (path / name).is_file()), None)
+        found = _folder_image(path)
         if found is None:
             raise UserInputError(f"folder '{path}' has no image: add one of {', '.join(IMAGE_NAMES)}.")
         return found
@@ -220,8 +224,7 @@ def check_scene_target(out_dir: Path, image_path: Path, class_names: list[str], 
     if not out_dir.is_dir():
         return
     image_name = _target_image_name(image_path)
-    stale = sorted(p.name for p in out_dir.iterdir()
-                   if (m := _MASK_FILE.match(p.name)) and int(m.group(1)) >= len(class_names))
+    stale = [path.name for number, path in _numbered_masks(out_dir) if number >= len(class_names)]
     if stale:
         raise UserInputError(f"'{out_dir}' holds {', '.join(stale)}, which a scene of {len(class_names)} classes "
                              f"would read as more concepts; choose another folder or move them away.")
@@ -232,7 +235,7 @@ def check_scene_target(out_dir: Path, image_path: Path, class_names: list[str], 
     taken += [name for name in IMAGE_NAMES if (out_dir / name).exists()
               and not (name == image_name and (out_dir / name).resolve() == image_path.resolve())]
     classes_file = out_dir / CLASSES_FILE
-    if classes_file.is_file() and _lines(classes_file) != class_names:
+    if classes_file.is_file() and _read_lines(classes_file) != class_names:
         taken.append(CLASSES_FILE)
     if taken:
         raise UserInputError(f"'{out_dir}' already holds {', '.join(taken)}; choose another folder, or add "

@@ -121,11 +121,14 @@ def _numbered_masks(folder: Path) -> list[tuple[int, Path]]:
     return sorted((int(match.group(1)), path) for path in folder.iterdir() if (match := _MASK_FILE.match(path.name)))
 
 
+def _read_lines(file: Path) -> list[str]:
+    """The non-empty lines of a text file (classes.txt), stripped."""
+    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
+
+
 def _read_classes(folder: Path) -> list[str] | None:
     classes_file = folder / CLASSES_FILE
-    if not classes_file.is_file():
-        return None
-    return [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+    return _read_lines(classes_file) if classes_file.is_file() else None
 
 
 def photo_folders(folder: Path) -> list[Path]:

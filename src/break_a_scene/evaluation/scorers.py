@@ -24,10 +24,9 @@ from break_a_scene.evaluation.segmenters import Generated
 from break_a_scene.scene import SceneTensors
 
 
-def masked_references(scene: SceneTensors | list[SceneTensors]) -> torch.Tensor:
+def masked_references(photos: list[SceneTensors]) -> torch.Tensor:
     """(N, 3, R, R) in [0, 1]: the input image black outside each concept's mask (with several photos, the
     first photo that shows the concept)."""
-    photos = [scene] if isinstance(scene, SceneTensors) else scene
     references = []
     for concept in range(photos[0].masks.shape[0]):
         photo = next(p for p in photos if p.present[concept])
