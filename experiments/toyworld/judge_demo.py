@@ -1,6 +1,7 @@
 """The judge's reading of a `make demo` run: for each prompt, the share of its tokens' objects (colour and
 shape) found and found in the prompted slot, over its images, and in how many images the background is as
-prompted and everything is right.
+prompted, everything is right, and in how many images more objects are drawn than prompted (a concept
+drawn twice or leaking in; "only those" counts the images that are all right without any).
 
     python experiments/toyworld/judge_demo.py outputs/demo
 """
@@ -37,8 +38,11 @@ def main() -> None:
         scores = toy_scores(judge, images, [target] * len(paths))
         n = len(paths)
         share = {k: sum(v) / n for k, v in scores.items()}
+        count = {k: round(sum(v)) for k, v in scores.items()}
+        only = sum(right and not extra for right, extra in zip(scores["all_correct"], scores["extra_objects"]))
         print(f"  {prompt}: objects found {share['identity']:.0%}, in their slots {share['position']:.0%}, "
-              f"background right {round(share['background'] * n)}/{n}, all right {round(share['all_correct'] * n)}/{n}")
+              f"background right {count['background']}/{n}, all right {count['all_correct']}/{n}, "
+              f"extra objects {count['extra_objects']}/{n}, all right with only those {round(only)}/{n}")
 
 
 if __name__ == "__main__":

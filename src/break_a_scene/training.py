@@ -60,10 +60,19 @@ def _token_names(cfg: DictConfig, num_masks: int) -> list[str]:
     return names
 
 
-def _initializer_words(cfg: DictConfig, num_masks: int) -> list[str] | None:
+def _initializer_words(cfg: DictConfig, scene: Scene | ScenePhotos) -> list[str] | None:
     words = cfg.data.initializer_words
+    if cfg.data.get("initializer_from_classes"):
+        if words:
+            raise UserInputError("data.initializer_words and data.initializer_from_classes=true both choose the "
+                                 "tokens' initial rows; set one of them.")
+        if not scene.class_names:
+            raise UserInputError("data.initializer_from_classes=true needs class names: a classes.txt in the scene "
+                                 "folder (one per mask) or data.scene.class_names.")
+        words = list(scene.class_names)
     if not words:
         return None
+    num_masks = scene.num_concepts
     words = [words] * num_masks if isinstance(words, str) else list(words)  # one word for every mask
     if len(words) != num_masks:
         raise UserInputError(
@@ -115,7 +124,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     _check_checkpoint(cfg.get("ckpt_path"))
     scene = _load_scene(cfg)
     names = _token_names(cfg, scene.num_concepts)
-    words = _initializer_words(cfg, scene.num_concepts)
+    words = _initializer_words(cfg, scene)
     components = instantiate(cfg.model.components)
     components.check_resolution(cfg.data.resolution)
     components.check_new_tokens(names)

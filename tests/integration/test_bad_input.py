@@ -25,6 +25,11 @@ def bad(case: str, scene_dir, tmp_path) -> list[str]:
         return ["data.initializer_words=[a,b,c]"]
     elif case == "fewer_words":
         return ["data.initializer_words=[a]"]
+    elif case == "words_and_classes":
+        return ["data.initializer_words=[a,b]", "data.initializer_from_classes=true"]
+    elif case == "no_classes":
+        (scene_dir / "classes.txt").unlink()
+        return ["data.initializer_from_classes=true"]
     elif case == "token_exists":
         return ["data.tokens=[cat,'<asset1>']"]
     elif case == "resolution":
@@ -44,6 +49,8 @@ CASES = {
     "full_mask": "mask1.png' covers the whole image",
     "more_words": "data.initializer_words has 3 words for 2 masks",
     "fewer_words": "data.initializer_words has 1 words for 2 masks",
+    "words_and_classes": "data.initializer_words and data.initializer_from_classes=true both",
+    "no_classes": "data.initializer_from_classes=true needs class names: a classes.txt",
     "token_exists": "placeholder token 'cat' already exists",
     "resolution": "data.resolution=60 cannot be taken",
     "zero_steps": "method.phase1_steps and method.phase2_steps are both 0",

@@ -183,6 +183,21 @@ def test_one_initializer_word_for_every_mask(tmp_path, scene_dir):
     assert check_inputs(cfg).initializer_words == ["box", "box"]
 
 
+def test_tokens_start_from_their_class_names(tmp_path, scene_dir):
+    from break_a_scene.training import check_inputs
+
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "data.initializer_from_classes=true"],
+                         tmp_path)
+    inputs = check_inputs(cfg)
+    assert inputs.initializer_words == ["red box", "blue box"]  # classes.txt; the first piece ("red") is used
+    components = inputs.components
+    tokens = components.add_placeholder_tokens(inputs.token_names, inputs.initializer_words)
+    tokenizer, rows = components.tokenizer, components.text_encoder.get_input_embeddings().weight
+    for token_id, word in zip(tokens.ids, ["red", "blue"]):
+        (piece,) = tokenizer.encode(word, add_special_tokens=False)
+        assert torch.equal(rows[token_id], rows[piece])
+
+
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path, scene_dir):
     cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "trainer.accumulate_grad_batches=2"],
                          tmp_path)
