@@ -55,7 +55,8 @@ def test_demo_reading_of_true_renders_is_all_right(tmp_path):
     wanted = {"a photo of <asset1> on the left on a navy background":
               ToyScene((replace(scene.objects[1], slot="left"),), "navy"),
               "a photo of <asset0> in the middle on a beige background":
-              ToyScene((replace(scene.objects[0], slot="middle"),), "gray")}  # wrong background
+              ToyScene((replace(scene.objects[0], slot="middle"),), "gray"),  # wrong background
+              "a photo of <asset0> on the left on a teal background": scene}  # the ring comes along
     records = []
     for n, (prompt, truth) in enumerate(wanted.items()):
         render(truth, 32)[0].save(tmp_path / "samples" / f"{n}.png")
@@ -65,6 +66,43 @@ def test_demo_reading_of_true_renders_is_all_right(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert ("<asset1> on the left on a navy background: objects found 100%, in their slots 100%, "
-            "background right 1/1, all right 1/1") in done.stdout
+            "background right 1/1, all right 1/1, extra objects 0/1, all right with only those 1/1") in done.stdout
+    assert "teal background: objects found 100%, in their slots 100%, background right 1/1, all right 1/1, " \
+        "extra objects 1/1, all right with only those 0/1" in done.stdout
     assert "beige background: objects found 100%, in their slots 100%, background right 0/1, all right 0/1" \
         in done.stdout
+
+
+def test_extra_objects_sorted_by_kind(tmp_path):
+    """experiments/toyworld/extras.py on true renders: a prompted star again in its training slot (the left),
+    and the ring that the prompt leaves out."""
+    import csv
+    import subprocess
+    import sys
+    from dataclasses import replace
+
+    from break_a_scene.config import ASSETS_DIR
+    from break_a_scene.toyworld.scenes import read_scene_json
+    from break_a_scene.toyworld.world import ToyScene, render
+
+    benchmark = tmp_path / "benchmark"
+    (benchmark / "scene_000").mkdir(parents=True)
+    (benchmark / "scene_000" / "scene.json").write_bytes((ASSETS_DIR / "scenes" / "toy_star_ring" / "scene.json")
+                                                         .read_bytes())
+    star, ring = read_scene_json(benchmark / "scene_000").objects  # star trained on the left, ring on the right
+    trial = tmp_path / "evaluation" / "m" / "scene_000" / "seed_0"
+    (trial / "images").mkdir(parents=True)
+    drawn = {"a photo of <asset0> in the middle on a navy background":
+             ToyScene((star, replace(star, slot="middle")), "navy"),
+             "a photo of <asset1> on the left on a navy background":
+             ToyScene((replace(ring, slot="left"), replace(star, slot="middle")), "navy")}
+    with open(trial / "rows.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["prompt", "image", "extra_objects"])
+        writer.writeheader()
+        for n, (prompt, picture) in enumerate(drawn.items()):
+            render(picture, 32)[0].save(trial / "images" / f"{n}.png")
+            writer.writerow({"prompt": prompt, "image": f"images/{n}.png", "extra_objects": 1.0})
+    done = subprocess.run([sys.executable, "experiments/toyworld/extras.py", str(tmp_path / "evaluation"),
+                           str(benchmark)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| m | 2 | 0.50 | 0.00 | 0.50 | 0.00 |" in done.stdout
