@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from break_a_scene.config import ASSETS_DIR
 from break_a_scene.scene import image_to_tensor
+from break_a_scene.tokens import default_token_names
 from break_a_scene.toyworld.benchmark import ToyPrompt, parse_prompt
 from break_a_scene.toyworld.judges import Reading, load_judge, read_images
 from break_a_scene.toyworld.scenes import read_scene_json
@@ -56,8 +57,9 @@ def main() -> None:
         if args.methods and method not in args.methods:
             continue
         scene = read_scene_json(args.benchmark / trial.parent.name)
-        tokens = [f"<asset{i}>" for i in range(len(scene.objects))]
-        rows = [r for r in csv.DictReader(rows_file.open()) if float(r["extra_objects"]) == 1.0]
+        tokens = default_token_names(len(scene.objects))
+        with rows_file.open() as f:
+            rows = [r for r in csv.DictReader(f) if float(r["extra_objects"]) == 1.0]
         if not rows:
             continue
         images = torch.stack([image_to_tensor(Image.open(trial / r["image"]), 32) for r in rows])
