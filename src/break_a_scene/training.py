@@ -49,7 +49,8 @@ def check_steps(method: DictConfig) -> None:
         )
 
 
-def _token_names(cfg: DictConfig, num_masks: int) -> list[str]:
+def token_names(cfg: DictConfig, num_masks: int) -> list[str]:
+    """The placeholder names training gives a scene's concepts (data.tokens, or <asset0>, ...)."""
     concepts = num_masks + (1 if cfg.data.background_token else 0)
     names = list(cfg.data.tokens) if cfg.data.tokens else default_token_names(concepts)
     if len(names) != concepts:
@@ -123,7 +124,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     check_state_bits(cfg.optimizer.get("state_bits", 32))
     _check_checkpoint(cfg.get("ckpt_path"))
     scene = _load_scene(cfg)
-    names = _token_names(cfg, scene.num_concepts)
+    names = token_names(cfg, scene.num_concepts)
     words = _initializer_words(cfg, scene)
     components = instantiate(cfg.model.components)
     components.check_resolution(cfg.data.resolution)

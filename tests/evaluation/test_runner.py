@@ -1,10 +1,12 @@
 """The evaluation runner end to end: the toy world's CPU sweep through the real CLI (every method, a
-crashing trial, resume), and the paper world's metrics on the tiny model with tiny encoders from disk."""
+crashing trial, resume, rows kept without their pipeline), and the paper world's metrics on the tiny model with
+tiny encoders from disk."""
 
 import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +51,15 @@ def test_toy_sweep_every_method_failure_resume_and_aggregate(tmp_path):
     assert asset["format"] == "lora_asset"  # evaluated through its base model, the shipped toy model
     pipeline = out / "ti_m" / "scene_000" / "seed_0" / "pipeline" / "break_a_scene.json"
     stamp = pipeline.stat().st_mtime_ns
+    kept_rows_only = out / "db_m" / "scene_000" / "seed_0"
+    shutil.rmtree(kept_rows_only / "pipeline")  # a finished trial whose rows alone were kept (committed results)
 
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     assert pipeline.stat().st_mtime_ns == stamp  # reused, not retrained
     assert len(_rows(out / "ti_m" / "scene_000" / "seed_0" / "rows.csv")) == 3  # nothing appended
+    assert not (kept_rows_only / "pipeline").exists()  # complete rows: not trained again
+    assert len(_rows(kept_rows_only / "rows.csv")) == 3
 
     report = subprocess.run([str(BIN / "bas-aggregate"), str(out)], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr

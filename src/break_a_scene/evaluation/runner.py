@@ -70,6 +70,16 @@ def _done_keys(rows: Path) -> set[tuple[str, int]]:
         return {(row["prompt"], int(row["sample_seed"])) for row in csv.DictReader(f)}
 
 
+def _trial_tokens(cfg: DictConfig, pipeline_dir: Path, num_concepts: int) -> list[str]:
+    """The concepts' tokens (without the background token, if any): the trained pipeline's, or before training
+    the names training will give them."""
+    from break_a_scene.training import token_names
+
+    if (pipeline_dir / MANIFEST).is_file():
+        return read_manifest(pipeline_dir)["tokens"][:num_concepts]
+    return token_names(cfg, num_concepts)[:num_concepts]
+
+
 def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     """Returns the number of rows written now (0 when the trial was already complete)."""
     from break_a_scene.generate import load_trained_pipeline
@@ -77,18 +87,13 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     from break_a_scene.training import train
 
     pipeline_dir = trial / "pipeline"
-    if not (pipeline_dir / MANIFEST).is_file():
-        log.info("training %s on %s", cfg.method_name, cfg.data.scene.folder)
-        train(cfg)
-    manifest = read_manifest(pipeline_dir)
     folder = cfg.data.scene.folder
     scene = load_scene(folder)
-    tokens = manifest["tokens"][: scene.num_concepts]  # without the background token, if any
+    tokens = _trial_tokens(cfg, pipeline_dir, scene.num_concepts)
     class_names = scene.class_names or []
     if cfg.evaluation.world != "toyworld" and len(class_names) != len(tokens):
         raise UserInputError(f"scene '{folder}' has no classes.txt with one class name per mask; the prompt "
                              "similarity needs them.")
-    resolution = manifest["resolution"]
     prompts = trial_prompts(cfg, folder, tokens, class_names)
     ev = cfg.evaluation
     jobs = [(p, ev.seed + n * ev.num_images_per_prompt + i) for n, p in enumerate(prompts)
@@ -96,8 +101,13 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     rows_path = trial / ROWS_FILE
     done = _done_keys(rows_path)
     todo = [(p, s) for p, s in jobs if (p.prompt, s) not in done]
-    if not todo:
+    if not todo:  # complete, even when its pipeline was deleted or only the rows were kept
         return 0
+    if not (pipeline_dir / MANIFEST).is_file():
+        log.info("training %s on %s", cfg.method_name, folder)
+        train(cfg)
+    manifest = read_manifest(pipeline_dir)
+    resolution = manifest["resolution"]
     scorer = _scorer(cfg, folder, _scene_photos(folder, resolution), tokens, class_names)
     dtype = ev.dtype if ev.dtype != "auto" else ("float16" if torch.cuda.is_available() else "float32")
     pipe = load_trained_pipeline(pipeline_dir, ev.device, dtype)
