@@ -30,13 +30,19 @@ def test_scores_by_hand():
     # the star where asked, the ring in the wrong slot, right background
     wrong = next(s for s in ("left", "middle", "right") if s not in (star.slot, ring.slot))
     reading = Reading(pair.background, {**empty, star.slot: ("orange", "star"), wrong: ("blue", "ring")})
+    assert pair.prompt == "a photo of <asset1> in the middle and <asset0> on the right on a navy background"
     assert score_reading(pair, reading) == {"identity": 1.0, "position": 0.5, "background": 1.0,
                                             "prompt_following": 0.75, "all_correct": 0.0,
-                                            "extra_objects": 0.0, "mixed": 0.0}
+                                            "extra_objects": 0.0, "mixed": 0.0,
+                                            # the ring on the left: prompted, neither where asked nor trained
+                                            "stray_training_slot": 0.0, "stray_elsewhere": 1.0,
+                                            "stray_unprompted": 0.0, "stray_other": 0.0}
     reading = Reading("black", {**empty, star.slot: ("orange", "circle")})
     assert score_reading(pair, reading) == {"identity": 0.0, "position": 0.0, "background": 0.0,
                                             "prompt_following": 0.0, "all_correct": 0.0,
-                                            "extra_objects": 0.0, "mixed": 0.0}  # a circle is no scene shape
+                                            "extra_objects": 0.0, "mixed": 0.0,  # a circle is no scene shape
+                                            "stray_training_slot": 0.0, "stray_elsewhere": 0.0,
+                                            "stray_unprompted": 0.0, "stray_other": 1.0}
 
 
 def test_entanglement_readings_by_hand():
@@ -49,6 +55,7 @@ def test_entanglement_readings_by_hand():
     leaked = Reading(ring_alone.background, {**empty, slot: ("blue", "ring"), other: ("orange", "star")})
     scores = score_reading(ring_alone, leaked)
     assert (scores["all_correct"], scores["extra_objects"], scores["mixed"]) == (1.0, 1.0, 0.0)
+    assert (scores["stray_unprompted"], scores["stray_training_slot"] + scores["stray_elsewhere"]) == (1.0, 0.0)
     swapped = Reading(ring_alone.background, {**empty, slot: ("blue", "star")})
     scores = score_reading(ring_alone, swapped)
     assert (scores["identity"], scores["extra_objects"], scores["mixed"]) == (0.0, 0.0, 1.0)

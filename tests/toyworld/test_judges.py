@@ -73,36 +73,40 @@ def test_demo_reading_of_true_renders_is_all_right(tmp_path):
         in done.stdout
 
 
-def test_extra_objects_sorted_by_kind(tmp_path):
-    """experiments/toyworld/extras.py on true renders: a prompted star again in its training slot (the left),
-    and the ring that the prompt leaves out."""
+def test_strays_sorted_by_kind_on_true_renders(tmp_path):
+    """The judge's reading of true renders, scored: a prompted star drawn again in its training slot (the
+    left), and the ring that the prompt leaves out; experiments/toyworld/extras.py sums them from the rows."""
     import csv
     import subprocess
     import sys
     from dataclasses import replace
 
-    from break_a_scene.config import ASSETS_DIR
+    from break_a_scene.toyworld.benchmark import STRAY_KINDS, parse_prompt, score_reading
     from break_a_scene.toyworld.scenes import read_scene_json
-    from break_a_scene.toyworld.world import ToyScene, render
 
-    benchmark = tmp_path / "benchmark"
-    (benchmark / "scene_000").mkdir(parents=True)
-    (benchmark / "scene_000" / "scene.json").write_bytes((ASSETS_DIR / "scenes" / "toy_star_ring" / "scene.json")
-                                                         .read_bytes())
-    star, ring = read_scene_json(benchmark / "scene_000").objects  # star trained on the left, ring on the right
-    trial = tmp_path / "evaluation" / "m" / "scene_000" / "seed_0"
-    (trial / "images").mkdir(parents=True)
+    scene = read_scene_json(ASSETS_DIR / "scenes" / "toy_star_ring")
+    star, ring = scene.objects  # star trained on the left, ring on the right
     drawn = {"a photo of <asset0> in the middle on a navy background":
              ToyScene((star, replace(star, slot="middle")), "navy"),
              "a photo of <asset1> on the left on a navy background":
              ToyScene((replace(ring, slot="left"), replace(star, slot="middle")), "navy")}
+    images = torch.stack([image_to_tensor(render(picture, 32)[0], 32) for picture in drawn.values()])
+    readings = read_images(load_judge(JUDGE), images)
+    scores = [score_reading(parse_prompt(prompt, scene, ["<asset0>", "<asset1>"]), reading)
+              for prompt, reading in zip(drawn, readings)]
+    assert [[s[k] for k in STRAY_KINDS] for s in scores] == [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    assert [s["extra_objects"] for s in scores] == [1.0, 1.0]
+
+    trial = tmp_path / "evaluation" / "m" / "scene_000" / "seed_0"
+    trial.mkdir(parents=True)
     with open(trial / "rows.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["prompt", "image", "extra_objects"])
+        writer = csv.DictWriter(f, ["method", "prompt", "extra_objects", *STRAY_KINDS])
         writer.writeheader()
-        for n, (prompt, picture) in enumerate(drawn.items()):
-            render(picture, 32)[0].save(trial / "images" / f"{n}.png")
-            writer.writerow({"prompt": prompt, "image": f"images/{n}.png", "extra_objects": 1.0})
-    done = subprocess.run([sys.executable, "experiments/toyworld/extras.py", str(tmp_path / "evaluation"),
-                           str(benchmark)], capture_output=True, text=True)
+        for prompt, row in zip(drawn, scores):
+            writer.writerow({"method": "m", "prompt": prompt, **{k: row[k] for k in ["extra_objects", *STRAY_KINDS]}})
+        writer.writerow({"method": "m", "prompt": "misplaced only", "extra_objects": 0.0, "stray_other": 0.0,
+                         "stray_training_slot": 0.0, "stray_elsewhere": 1.0, "stray_unprompted": 0.0})
+    done = subprocess.run([sys.executable, "experiments/toyworld/extras.py", str(tmp_path / "evaluation")],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "| m | 2 | 0.50 | 0.00 | 0.50 | 0.00 |" in done.stdout
+    assert "| m | 2 | 0.50 | 0.00 | 0.50 | 0.00 |" in done.stdout  # the third row has no extra objects

@@ -74,7 +74,7 @@ class PaperScorer:
 
 class ToyScorer:
     """The toy world's judge (identity, prompt_following, position, background, all_correct, extra_objects,
-    mixed) and each image's attention IoU."""
+    mixed, the stray_* counts) and each image's attention IoU."""
 
     needs_attention = True
 

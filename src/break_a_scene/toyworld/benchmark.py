@@ -6,6 +6,9 @@ the share of the prompt's tokens whose object (colour and shape) the judge finds
 = the background as prompted and each found object in its prompted slot. Two readings of entanglement:
 extra_objects = the judge sees more objects than the prompt asks for (a concept leaking in, or one drawn
 twice); mixed = it sees an object whose colour belongs to one of the scene's objects and shape to another.
+What the strays are (each object the prompt does not ask for where it stands, counted per image): a prompted
+concept again in the slot it was trained in (stray_training_slot), a prompted concept elsewhere
+(stray_elsewhere), a scene concept the prompt leaves out (stray_unprompted), any other object (stray_other).
 """
 
 from __future__ import annotations
@@ -70,6 +73,25 @@ def parse_prompt(prompt: str, scene: ToyScene, tokens: list[str]) -> ToyPrompt:
     return ToyPrompt(prompt, tuple(t for t, _ in placed), objects, background.group(1), scene.objects)
 
 
+STRAY_KINDS = ("stray_training_slot", "stray_elsewhere", "stray_unprompted", "stray_other")
+
+
+def stray_kinds(prompt: ToyPrompt, reading) -> list[str]:
+    """The kind (one of STRAY_KINDS) of each object the judge sees that the prompt does not ask for there."""
+    asked = {(obj.slot, (obj.colour, obj.shape)) for obj in prompt.objects}
+    prompted = {(obj.colour, obj.shape) for obj in prompt.objects}
+    trained_in = {(obj.colour, obj.shape): obj.slot for obj in prompt.scene_objects}
+    kinds = []
+    for slot, seen in reading.slots.items():
+        if seen is None or (slot, seen) in asked:
+            continue
+        if seen in prompted:
+            kinds.append(STRAY_KINDS[0] if trained_in[seen] == slot else STRAY_KINDS[1])
+        else:
+            kinds.append(STRAY_KINDS[2] if seen in trained_in else STRAY_KINDS[3])
+    return kinds
+
+
 def score_reading(prompt: ToyPrompt, reading) -> dict[str, float]:
     found = [reading.find(obj.colour, obj.shape) for obj in prompt.objects]
     placed = [obj.slot in slots for obj, slots in zip(prompt.objects, found)]
@@ -77,6 +99,7 @@ def score_reading(prompt: ToyPrompt, reading) -> dict[str, float]:
     seen = [obj for obj in reading.slots.values() if obj is not None]
     learned = {(obj.colour, obj.shape) for obj in prompt.scene_objects}
     colours, shapes = {c for c, _ in learned}, {s for _, s in learned}
+    strays = stray_kinds(prompt, reading)
     return {
         "identity": float(np.mean([bool(slots) for slots in found])),
         "position": float(np.mean(placed)),
@@ -85,4 +108,5 @@ def score_reading(prompt: ToyPrompt, reading) -> dict[str, float]:
         "all_correct": float(all(placed) and background == 1.0),
         "extra_objects": float(len(seen) > len(prompt.objects)),
         "mixed": float(any(obj not in learned and obj[0] in colours and obj[1] in shapes for obj in seen)),
+        **{kind: float(strays.count(kind)) for kind in STRAY_KINDS},
     }
