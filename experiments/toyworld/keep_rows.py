@@ -4,8 +4,9 @@ into the out_dir, a finished trial's rows are not trained or sampled again. A tr
 summary.json is written; an unfinished one is left out (its rows would mix two trainings if it resumed
 without its pipeline).
 
-    python experiments/toyworld/keep_rows.py outputs/evaluation_toyworld_ablations experiments/toyworld/results/toyworld_ablations
-    cp -r experiments/toyworld/results/toyworld_ablations/. outputs/evaluation_toyworld_ablations/   # to resume
+    python experiments/toyworld/keep_rows.py outputs/evaluation_toyworld_ablations \
+        experiments/toyworld/results/toyworld_ablations
+    cp -r experiments/toyworld/results/toyworld_ablations/. outputs/evaluation_toyworld_ablations/  # to resume
 """
 
 import argparse
