@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from break_a_scene.evaluation.aggregate import (
 )
 from break_a_scene.evaluation.stats import paired_difference
 
+REPO = Path(__file__).resolve().parents[2]
 FIELDS = ["method", "scene", "train_seed", "prompt", "class_prompt", "tokens", "concepts", "sample_seed", "image",
           "identity", "prompt_following"]
 
@@ -113,3 +115,22 @@ def test_ablation_directions_verdicts_from_paired_differences(tmp_path):
     assert "prompt_following: break_a_scene - no_phase1 = -0.100 [-0.100, -0.100] over 3 (scene, seed) " \
            "pairs: reversed" in text
     assert "break_a_scene - no_masked_loss = +0.000" in text and text.count("undecided") == 1
+    assert "- break_a_scene - no_phase1, prompts with 2+ tokens: no pairs" in text  # its rows are 1-token prompts
+
+
+def test_closer_look_on_multi_token_prompts_and_three_object_scenes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("directions", REPO / "experiments/toyworld/directions.py")
+    directions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(directions)
+    rows = []
+    for method, extra, identity in [("break_a_scene", 0.0, 1.0), ("no_union_sampling", 1.0, 0.5)]:
+        for scene, concepts in [("two", (1, 2)), ("three", (1, 2, 3))]:
+            for k in concepts:  # the 1-token prompts (extra objects 0.5 everywhere) are left out of the look
+                rows.append({"method": method, "scene": scene, "train_seed": "0", "concepts": str(k),
+                             "identity": str(identity if k > 1 else 0.0),
+                             "extra_objects": str(extra if k > 1 else 0.5)})
+    line = directions.closer_look(rows, "no_union_sampling")
+    assert line == ("- break_a_scene - no_union_sampling, prompts with 2+ tokens: extra_objects -1.000 "
+                    "[-1.000, -1.000] (2); identity on 3-object scenes +0.500 [+0.500, +0.500] (1)")
