@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # Break-A-Scene in the toy world on the CPU: the shipped star + ring scene -> two learned tokens -> new images.
-TOY_PROMPTS = '["a photo of <asset0> on the left on a navy background","a photo of <asset1> in the middle on a beige background","a photo of <asset0> on the left and <asset1> on the right on a black background"]'
+TOY_PROMPTS = '["a photo of <asset0> on the left on a navy background","a photo of <asset1> on the right on a beige background","a photo of <asset1> in the middle on a beige background","a photo of <asset0> on the left and <asset1> on the right on a black background"]'
 demo: install
 	$(BIN)/bas-train experiment=toyworld hydra.run.dir=outputs/demo overwrite=true
 	$(BIN)/bas-generate pipeline=outputs/demo/pipeline hydra.run.dir=outputs/demo/samples overwrite=true \
