@@ -70,7 +70,7 @@ def _initializer_words(cfg: DictConfig, scene: Scene | ScenePhotos) -> list[str]
         if not scene.class_names:
             raise UserInputError("data.initializer_from_classes=true needs class names: a classes.txt in the scene "
                                  "folder (one per mask) or data.scene.class_names.")
-        words = list(scene.class_names)
+        words = [name.split()[0] if name.split() else name for name in scene.class_names]  # "red box" -> "red"
     if not words:
         return None
     num_masks = scene.num_concepts
