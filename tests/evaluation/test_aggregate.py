@@ -134,3 +134,14 @@ def test_closer_look_on_multi_token_prompts_and_three_object_scenes():
     line = directions.closer_look(rows, "no_union_sampling")
     assert line == ("- break_a_scene - no_union_sampling, prompts with 2+ tokens: extra_objects -1.000 "
                     "[-1.000, -1.000] (2); identity on 3-object scenes +0.500 [+0.500, +0.500] (1)")
+
+
+def test_labels_of_coinciding_methods_do_not_overlap():
+    from break_a_scene.evaluation.aggregate import label_offsets
+
+    # markers on the page, in points: db_m and no_masked_loss at the same height, 24 pt apart; "db_m" is 25 pt wide
+    points = {"db_m": (100.0, 150.0), "no_masked_loss": (124.0, 150.0), "ti_m": (200.0, 90.0), "far": (300.0, 250.0)}
+    widths = {"db_m": 25.0, "no_masked_loss": 70.0, "ti_m": 22.0, "far": 15.0}
+    assert label_offsets(points, widths) == {"far": 5, "db_m": 5, "no_masked_loss": -6, "ti_m": 5}  # a line down
+    points["no_masked_loss"] = (130.0, 150.0)  # 5 pt clear of db_m's label: stays above its marker
+    assert label_offsets(points, widths)["no_masked_loss"] == 5

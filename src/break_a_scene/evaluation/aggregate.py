@@ -101,11 +101,27 @@ def markdown_table(table: dict[str, dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def label_offsets(points: dict[str, tuple[float, float]], widths: dict[str, float]) -> dict[str, int]:
+    """Each label's vertical offset, in points: 5 above its marker, stepped down a line while it would come within
+    2 pt of a label already placed (two methods with the same means would otherwise print one name over the
+    other). `points` are the markers' positions on the page and `widths` the labels' widths, both in points."""
+    placed: list[tuple[float, float, float]] = []  # left, right, bottom of each label
+    offsets = {}
+    for method, (px, py) in sorted(points.items(), key=lambda item: (-item[1][1], item[1][0])):
+        left, right, dy = px + 5, px + 5 + widths[method], 5
+        while any(left < hi + 2 and lo - 2 < right and abs(py + dy - bottom) < 10 for lo, hi, bottom in placed):
+            dy -= 11
+        offsets[method] = dy
+        placed.append((left, right, py + dy))
+    return offsets
+
+
 def plot(table: dict[str, dict], x: str, y: str, path: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.font_manager import FontProperties
 
     points = {m: (s[x][0], s[y][0]) for m, s in table.items() if s[x][0] == s[x][0] and s[y][0] == s[y][0]}
     front = pareto_front(points)
@@ -115,7 +131,13 @@ def plot(table: dict[str, dict], x: str, y: str, path: Path) -> list[str]:
         xerr, yerr = [[px - stats[x][1]], [stats[x][2] - px]], [[py - stats[y][1]], [stats[y][2] - py]]
         ax.errorbar(px, py, xerr=xerr, yerr=yerr, fmt="o", capsize=3,
                     color="tab:red" if method in front else "tab:blue")
-        ax.annotate(method, (px, py), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    fig.tight_layout()
+    fig.canvas.draw()  # settles the axis limits, so that the markers' page positions are final
+    renderer, font, to_points = fig.canvas.get_renderer(), FontProperties(size=8), 72 / fig.dpi
+    on_page = {m: tuple(ax.transData.transform(p) * to_points) for m, p in points.items()}
+    widths = {m: renderer.get_text_width_height_descent(m, font, ismath=False)[0] * to_points for m in points}
+    for method, dy in label_offsets(on_page, widths).items():
+        ax.annotate(method, points[method], textcoords="offset points", xytext=(5, dy), fontsize=8)
     ordered = sorted((points[m] for m in front))
     if len(ordered) > 1:
         ax.plot(*zip(*ordered), "--", color="tab:red", linewidth=1, label="Pareto front")
