@@ -27,17 +27,20 @@ from break_a_scene.figures import heatmap_overlay, masks_overlay
 from break_a_scene.generate import check_prompts, load_trained_pipeline
 from break_a_scene.precision import set_tf32
 from break_a_scene.sampling import sample_images
-from break_a_scene.scene import image_to_tensor, load_scene, prepare_scene
+from break_a_scene.scene import SceneKeys, image_to_tensor, load_scene, prepare_scene
 from break_a_scene.tokens import token_slug
 
 log = logging.getLogger(__name__)
+EDIT_KEYS = SceneKeys(image="image", masks="mask", mask_channel="edit.mask_channel",
+                      whole_image="To draw a whole new image, use bas-generate.")
 
 
 def load_image_and_mask(image: str | Path, mask: str | Path, resolution: int,
                         mask_channel: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """(3, R, R) in [-1, 1] and the mask (R, R) in {0, 1}: read, checked, center-cropped and resized by the
     scene loader, as training reads a scene of one mask."""
-    scene = prepare_scene(load_scene(image=str(image), masks=[str(mask)], mask_channel=mask_channel), resolution)
+    scene = load_scene(image=str(image), masks=[str(mask)], mask_channel=mask_channel, keys=EDIT_KEYS)
+    scene = prepare_scene(scene, resolution)
     return scene.image, (scene.masks[0] > 0.5).float()
 
 

@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.inputs import read_json
 from break_a_scene.lora import LORA_WEIGHTS, TOKEN_EMBEDDINGS, adapted_modules, merged_lora, save_lora_asset
-from break_a_scene.models import DiffusionComponents, quiet_loading
+from break_a_scene.models import DiffusionComponents, quiet_loading, read_model_index
 
 MANIFEST = "break_a_scene.json"
 LORA_FORMATS = ("asset", "fused", "both")
@@ -105,13 +106,10 @@ def check_export_files(path: str | Path) -> None:
                                  f"point to an intact one.")
         return
     index_file = root / "model_index.json"
-    try:
-        index = json.loads(index_file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserInputError(
-            f"'{index_file}' is missing or damaged ({type(err).__name__}); '{root}' is not an intact export. "
-            f"Export it again, or point to an intact one."
-        ) from None
+    if not index_file.is_file():
+        raise UserInputError(f"'{index_file}' is missing; '{root}' is not an intact export. Export it again, or "
+                             f"point to an intact one.")
+    index = read_model_index(root)
     for part, spec in index.items():
         if part.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
@@ -126,17 +124,29 @@ def check_export_files(path: str | Path) -> None:
             )
 
 
+# what every reader of a manifest relies on: key -> (check, what it holds)
+_MANIFEST_KEYS = {
+    "tokens": (lambda v: isinstance(v, list) and v and all(isinstance(t, str) for t in v), "the learned token names"),
+    "token_ids": (lambda v: isinstance(v, list) and all(isinstance(i, int) for i in v), "their token ids"),
+    "resolution": (lambda v: isinstance(v, int) and v > 0, "the training resolution"),
+}
+
+
 def read_manifest(path: str | Path) -> dict:
-    """The manifest of an exported pipeline, or a clear error when `path` is not one."""
+    """The manifest of an exported pipeline, or a clear error when `path` is not one or it is damaged."""
     file = Path(path) / MANIFEST
     if not file.is_file():
         raise UserInputError(
             f"'{path}' is not a Break-A-Scene output: it has no {MANIFEST}. Point to the `pipeline` folder that "
             f"training wrote (e.g. outputs/<run>/pipeline)."
         )
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(
-            f"'{file}' is not valid JSON ({err}); the export is damaged. Export it again, or restore the file."
-        ) from None
+    manifest = read_json(file, "manifest")
+    fix = "the export is damaged. Export it again, or restore the file."
+    if not isinstance(manifest, dict):
+        raise UserInputError(f"'{file}' does not hold a JSON object; {fix}")
+    for key, (valid, meaning) in _MANIFEST_KEYS.items():
+        if not valid(manifest.get(key)):
+            raise UserInputError(f"'{file}' lacks a valid \"{key}\" ({meaning}); {fix}")
+    if manifest.get("format") == "lora_asset" and not isinstance(manifest.get("base_model"), str):
+        raise UserInputError(f"'{file}' is a LoRA asset without a \"base_model\" (the model it adapts); {fix}")
+    return manifest

@@ -20,7 +20,7 @@ from break_a_scene.errors import UserInputError
 from break_a_scene.export import check_export_files, read_manifest
 from break_a_scene.figures import heatmap_overlay
 from break_a_scene.lora import load_lora_asset
-from break_a_scene.models import import_component_modules, quiet_loading, released_sampler, resolve_model_dir
+from break_a_scene.models import import_own_model_modules, quiet_loading, released_sampler, resolve_model_dir
 from break_a_scene.precision import set_tf32
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
@@ -77,8 +77,8 @@ def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "
     check_export_files(path)
     asset = manifest.get("format") == "lora_asset"
     root = _asset_base(path, manifest["base_model"]) if asset else Path(path)
+    import_own_model_modules(root)  # refuses a folder that names any other module, before diffusers reads it
     try:
-        import_component_modules(root)
         with quiet_loading():  # its own traceback log and loading bar would come before our one line
             pipe = DiffusionPipeline.from_pretrained(root, dtype=getattr(torch, dtype), local_files_only=True)
             if asset:

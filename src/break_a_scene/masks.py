@@ -25,15 +25,15 @@ from PIL import Image
 
 from break_a_scene.errors import UserInputError
 from break_a_scene.figures import masks_overlay
+from break_a_scene.inputs import open_image
 from break_a_scene.models import resolve_model_dir
 from break_a_scene.scene import (
     CLASSES_FILE,
     IMAGE_NAMES,
     _folder_image,
     _numbered_masks,
-    _open_image,
-    _read_lines,
     load_scene,
+    read_classes_file,
 )
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def read_classes(image_path: Path, classes: list[str] | None) -> list[str]:
         if not file.is_file():
             raise UserInputError(f"no class names: give masks.classes=[cup,saucer,...] or write {file}, one class "
                                  f"name a line.")
-        names = _read_lines(file)
+        names = read_classes_file(file)
     if not names or any(not n for n in names) or len(set(names)) != len(names):
         raise UserInputError(f"class names {names} must be non-empty and distinct, one per concept.")
     return names
@@ -235,7 +235,7 @@ def check_scene_target(out_dir: Path, image_path: Path, class_names: list[str], 
     taken += [name for name in IMAGE_NAMES if (out_dir / name).exists()
               and not (name == image_name and (out_dir / name).resolve() == image_path.resolve())]
     classes_file = out_dir / CLASSES_FILE
-    if classes_file.is_file() and _read_lines(classes_file) != class_names:
+    if classes_file.is_file() and read_classes_file(classes_file) != class_names:
         taken.append(CLASSES_FILE)
     if taken:
         raise UserInputError(f"'{out_dir}' already holds {', '.join(taken)}; choose another folder, or add "
@@ -286,7 +286,7 @@ def make_scene(image: str | Path, class_names: list[str], out_dir: str | Path, d
     """From a photo and class names to a scene folder (bas-masks, and bas-train with data.scene.auto_masks).
     `detector` / `segmenter`: the settings of `masks.detector` / `masks.segmenter`."""
     image_path, out_dir = scene_image(image), Path(out_dir)
-    picture = _open_image(image_path, "image").convert("RGB")
+    picture = open_image(image_path, "image").convert("RGB")
     check_scene_target(out_dir, image_path, class_names, overwrite)
     _check_instances(instances)
     found = masks_from_words(picture, class_names, WordDetector.load(device=device, **detector),

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import diffusers
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -33,6 +34,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.errors import UserInputError
+from break_a_scene.inputs import read_json
 from break_a_scene.tokens import (
     PlaceholderTokens,
     add_placeholder_tokens,
@@ -92,6 +94,10 @@ class DiffusionComponents:
     @property
     def text_encoders(self) -> list[torch.nn.Module]:
         return [encoder for _, encoder in self.named_text_encoders()]
+
+    def parts(self) -> list[torch.nn.Module]:
+        """Every module with weights: the text encoders, the VAE and the UNet."""
+        return [*self.text_encoders, self.vae, self.unet]
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         return tokenize_all(self.tokenizers, prompts)
@@ -199,8 +205,11 @@ def quiet_loading(logs: bool = True):
 PIPELINE_DIR = "a local diffusers pipeline directory (one with model_index.json, unet/, vae/, text_encoder/, ...)"
 
 
+MODEL_SETTING = "model.components.pretrained_model_name_or_path"
+
+
 def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None = None,
-                      setting: str = "model.pretrained_model_name_or_path", expected: str = PIPELINE_DIR) -> Path:
+                      setting: str = MODEL_SETTING, expected: str = PIPELINE_DIR) -> Path:
     """A local directory, or the local Hugging Face cache snapshot of a hub id. Never downloads. A miss names
     the setting to point elsewhere and what that directory must hold."""
     path = Path(os.path.expanduser(pretrained_model_name_or_path))
@@ -221,14 +230,53 @@ def resolve_model_dir(pretrained_model_name_or_path: str, revision: str | None =
         ) from None
 
 
+# This package's modules whose model classes a pipeline folder may name (the toy world's VAE). Loading imports
+# no other module a folder names: importing a module runs its code.
+OWN_MODEL_MODULES = ("break_a_scene.toyworld.pixel_vae",)
+_LIBRARIES = ("diffusers", "transformers")
+
+
+def _importable(library: object) -> bool:
+    """diffusers, transformers, one of OWN_MODEL_MODULES, or a pipeline module of diffusers itself (which names
+    its safety checker `["stable_diffusion", ...]`)."""
+    if not isinstance(library, str):
+        return False
+    if library in _LIBRARIES or library in OWN_MODEL_MODULES:
+        return True
+    return library.isidentifier() and importlib.util.find_spec(f"diffusers.pipelines.{library}") is not None
+
+
+def read_model_index(root: Path) -> dict:
+    """A pipeline folder's model_index.json, refused unless every class it names comes from diffusers,
+    transformers or this package's model modules (so loading the folder runs no code that came with it)."""
+    file = root / "model_index.json"
+    index = read_json(file, "pipeline index")
+    fix = (f"Use a folder that DiffusionPipeline.save_pretrained wrote, or remove the entry from '{file}' if the "
+           f"folder is yours.")
+    pipeline = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(pipeline, str) or not isinstance(getattr(diffusers, pipeline, None), type):
+        raise UserInputError(f"'{file}' names the pipeline {pipeline!r}, which is not a diffusers pipeline class; "
+                             f"custom pipeline code is never run. {fix}")
+    for part, spec in index.items():
+        if part.startswith("_") or not isinstance(spec, (list, tuple)) or spec in ([None, None], (None, None)):
+            continue  # a setting (requires_safety_checker), or an absent optional part
+        if not (len(spec) == 2 and _importable(spec[0])
+                and isinstance(spec[1], str) and spec[1].isidentifier()):
+            raise UserInputError(
+                f"'{file}' names its part '{part}' as {spec!r}, not a class of diffusers, transformers or "
+                f"break_a_scene's models; loading it would run the code of a module the folder names. {fix}"
+            )
+    return index
+
+
 def family_of(root: Path) -> type[DiffusionComponents]:
-    """The family class of a pipeline directory, from the pipeline class its model_index.json names."""
+    """The family class of a pipeline directory, from the pipeline class its (checked) model_index.json names."""
     from break_a_scene.sdxl import StableDiffusionXLComponents  # the families that live in their own modules
 
     families = {family.pipeline_class.__name__: family for family in (DiffusionComponents, StableDiffusionXLComponents)}
-    index = root / "model_index.json"
-    name = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
-    return families.get(name, DiffusionComponents)
+    if not (root / "model_index.json").is_file():
+        return DiffusionComponents
+    return families.get(read_model_index(root)["_class_name"], DiffusionComponents)
 
 
 def load_pretrained(
@@ -241,7 +289,7 @@ def load_pretrained(
     if missing:
         raise UserInputError(
             f"'{root}' is not a diffusers {family.pipeline_class.__name__} directory: it lacks "
-            f"{', '.join(missing)}/. Point model.pretrained_model_name_or_path at a directory saved by "
+            f"{', '.join(missing)}/. Point {MODEL_SETTING} at a directory saved by "
             "DiffusionPipeline.save_pretrained."
         )
     kwargs = {"variant": variant} if variant else {}
@@ -253,22 +301,26 @@ def load_pretrained(
         raise UserInputError(
             f"the model in '{root}' cannot be loaded ({type(err).__name__}: {err}); its files are incomplete or "
             f"damaged. Download it again (`hf download {pretrained_model_name_or_path}`) or point "
-            f"model.pretrained_model_name_or_path at an intact diffusers pipeline directory."
+            f"{MODEL_SETTING} at an intact diffusers pipeline directory."
         ) from None
 
 
 def component_class(root: Path, part: str) -> type:
-    """The class that a pipeline directory's model_index.json names for `part`, imported from its module (a
-    model family outside diffusers, like the toy world's VAE, is found the same way as AutoencoderKL)."""
-    library, class_name = json.loads((root / "model_index.json").read_text())[part]
-    return getattr(importlib.import_module(library), class_name)
+    """The class that a pipeline directory's model_index.json names for `part` (a model class of this package,
+    like the toy world's VAE, is found the same way as AutoencoderKL)."""
+    library, class_name = read_model_index(root)[part]
+    found = getattr(importlib.import_module(library), class_name, None)
+    if not isinstance(found, type):
+        raise UserInputError(f"'{root / 'model_index.json'}' names {class_name!r} from {library} for its part "
+                             f"'{part}', and {library} has no such class; the folder is damaged.")
+    return found
 
 
-def import_component_modules(root: Path) -> None:
-    """Import every module a pipeline directory's model_index.json names, so that diffusers finds classes
-    that live outside its own libraries."""
-    for spec in json.loads((root / "model_index.json").read_text()).values():
-        if isinstance(spec, list) and spec[0] is not None:
+def import_own_model_modules(root: Path) -> None:
+    """Check a pipeline directory's model_index.json and import the model modules of this package that it
+    names, so that diffusers (which imports no module a folder names) finds their classes."""
+    for spec in read_model_index(root).values():
+        if isinstance(spec, (list, tuple)) and spec[0] in OWN_MODEL_MODULES:
             importlib.import_module(spec[0])
 
 

@@ -1,22 +1,28 @@
 """The LightningModule: one Break-A-Scene training step, and the optimizer of the current phase.
 
 Phase 1 trains only the new token rows (5e-4); phase 2 trains the UNet and the whole text encoder (2e-6)
-with a fresh optimizer, or with `phase2_trainable=lora` LoRA adapters and the token rows (`lora.py`).
-`callbacks.PhaseSwitch` moves from one to the other. What each phase trains is configurable, which is how
-the paper's baselines are built: TI-m trains tokens in both phases, DB-m everything in both (at phase2_lr),
-CD-m the cross-attention K/V (always at phase2_lr) with the token rows (always at phase1_lr).
+with a fresh optimizer, or with `phase2_trainable=lora` LoRA adapters and the token rows (`lora.py`). The
+module moves from one to the other itself (`on_train_batch_start`): the switch is part of the method, so no
+configuration can leave it out. Callbacks read the module only through `CallbackView`.
+
+What each phase trains is configurable, which is how the paper's baselines are built: TI-m trains tokens in
+both phases, DB-m everything in both (at phase2_lr), CD-m the cross-attention K/V (always at phase2_lr) with
+the token rows (always at phase1_lr).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 
 from break_a_scene.attention import AttentionCapture, loss_layer_names, released_capture_layers, token_positions
 from break_a_scene.lora import LoraSettings, add_lora, lora_parameters
@@ -38,9 +44,43 @@ from break_a_scene.tokens import (
     token_slug,
 )
 
+log = logging.getLogger(__name__)
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Trainable = Literal["tokens", "all", "cross_attention_kv", "lora"]
 TRAINABLE = ("tokens", "all", "cross_attention_kv", "lora")
+PHASE_KEY = "break_a_scene_phase"  # the phase in a checkpoint: bas-train's checkpoints alone hold it
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What does not change during a run and callbacks may read: the tokens, sizes, the phase schedule, and
+    what the export's manifest and W&B record about the run (`run_info`)."""
+
+    tokens: PlaceholderTokens
+    resolution: int
+    attention_resolution_divisor: int
+    phase1_steps: int
+    phase2_steps: int
+    run_info: dict
+
+    @property
+    def total_steps(self) -> int:
+        return self.phase1_steps + self.phase2_steps
+
+    def phase_at(self, step: int) -> int:
+        """The one rule for the phase: 2 from optimizer step `phase1_steps` on."""
+        return 1 if step < self.phase1_steps else 2
+
+
+class CallbackView(Protocol):
+    """All that the framework's callbacks may read of the module (tests/unit/test_structure.py holds them to
+    it): its facts, the current phase, its device, and the model parts set up for sampling."""
+
+    facts: RunFacts
+    phase: int
+    device: torch.device
+
+    def inference_components(self) -> AbstractContextManager[DiffusionComponents]: ...
 
 
 @dataclass
@@ -99,6 +139,8 @@ class BreakASceneModule(L.LightningModule):
                 raise ValueError(f"method.{key} must be one of {TRAINABLE}, not {value!r}")
         self.save_hyperparameters(ignore=["components", "tokens", "optimizer", "run_info"])
         self.run_info = dict(run_info or {})  # what the export's manifest and W&B record about the run
+        self.facts = RunFacts(tokens, resolution, attention_resolution_divisor, phase1_steps, phase2_steps,
+                              self.run_info)
         self.noise_scheduler = components.noise_scheduler
         for name, encoder in components.named_text_encoders():  # text_encoder (and text_encoder_2 for SDXL)
             setattr(self, name, encoder)
@@ -140,19 +182,31 @@ class BreakASceneModule(L.LightningModule):
 
     @property
     def total_steps(self) -> int:
-        return self.hparams.phase1_steps + self.hparams.phase2_steps
+        return self.facts.total_steps
 
     # ---- phases -------------------------------------------------------------------------------------
     def phase_at(self, step: int) -> int:
-        """The one rule for the phase: 2 from optimizer step `phase1_steps` on."""
-        return 1 if step < self.hparams.phase1_steps else 2
+        return self.facts.phase_at(step)
 
     def update_phase(self, step: int) -> bool:
-        """Move to the phase of `step`; True when it changed (the caller then rebuilds the optimizer:
-        `callbacks.PhaseSwitch`)."""
+        """Move to the phase of `step`; True when it changed (`on_train_batch_start` then rebuilds the optimizer)."""
         phase = self.phase_at(step)
         changed, self.phase = phase != self.phase, phase
         return changed
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """The phase switch: at step `phase1_steps`, what phase 2 trains is unfrozen and a fresh optimizer is
+        built through `configure_optimizers` (its state reset, as in the paper and the released code). Under
+        DDP the model is wrapped again: DDP only reduces the gradients of parameters that required grad when it
+        was built, and the UNet did not in phase 1."""
+        if not self.update_phase(self.trainer.global_step):
+            return
+        strategy = self.trainer.strategy
+        strategy.setup_optimizers(self.trainer)
+        if isinstance(strategy, DDPStrategy):
+            strategy.model = strategy.lightning_module
+            strategy.configure_ddp()
+        log.info("phase 2 from step %d: training %s, new optimizer", self.trainer.global_step, self.trainable)
 
     @property
     def trainable(self) -> str:
@@ -241,14 +295,14 @@ class BreakASceneModule(L.LightningModule):
         return rows.pow(2).sum()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["break_a_scene_phase"] = self.phase
+        checkpoint[PHASE_KEY] = self.phase
         if self.frozen_weights is not None:  # the float32 values, so a resumed phase 2 starts from them
             checkpoint["state_dict"].update(self.frozen_weights.full_precision_state(self.named_parameters()))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning calls this before it wraps the model in DDP, so the resumed phase's trainability is
         # what DDP sees.
-        self.phase = checkpoint.get("break_a_scene_phase", self.phase)
+        self.phase = checkpoint.get(PHASE_KEY, self.phase)
         self._set_trainable()
 
     # ---- hooks --------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import torch
-from PIL import Image
 
+from break_a_scene.inputs import open_image
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.sampling import sample_images
 from break_a_scene.scene import image_to_tensor
@@ -59,12 +59,15 @@ def ensure_class_images(
     ):
         target = folder / f"class_{first + index:05d}.png"
         staging = target.with_suffix(f".partial-{os.getpid()}.png")
-        sample.image.save(staging)
-        os.replace(staging, target)
+        try:
+            sample.image.save(staging)
+            os.replace(staging, target)
+        finally:  # a full disk leaves no half-written image behind
+            staging.unlink(missing_ok=True)
     pipe.to("cpu")
     return list_class_images(folder)[:count]
 
 
 def load_class_images(paths: list[Path], resolution: int) -> torch.Tensor:
     """(M, 3, R, R) in [-1, 1], center-cropped and resized like the instance image."""
-    return torch.stack([image_to_tensor(Image.open(path), resolution) for path in paths])
+    return torch.stack([image_to_tensor(open_image(path, "class image"), resolution) for path in paths])

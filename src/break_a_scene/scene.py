@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.inputs import open_image, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,20 @@ CLASSES_FILE = "classes.txt"
 _MASK_FILE = re.compile(r"^mask(\d+)\.png$")
 _ON = 0.5  # a mask pixel counts as inside when above this
 MASK_CHANNELS = ("auto", "alpha", "grey", "red", "green", "blue")
+
+
+@dataclass(frozen=True)
+class SceneKeys:
+    """The settings that name a scene's inputs, for the messages about them: training's by default, bas-edit's
+    own for its image and region mask."""
+
+    image: str = "data.scene.image"
+    masks: str = "data.scene.masks"
+    mask_channel: str = "data.mask_channel"
+    whole_image: str = "Use data.background_token=true for a background concept instead."
+
+
+TRAINING_KEYS = SceneKeys()
 
 
 @dataclass
@@ -44,6 +59,7 @@ class Scene:
 
     # concept index of each mask, for a photo of `ScenePhotos`; None: mask i is concept i
     concepts: list[int] | None = None
+    keys: SceneKeys = TRAINING_KEYS
 
     @property
     def num_concepts(self) -> int:
@@ -74,18 +90,7 @@ class SceneTensors:
             self.present = torch.ones(self.masks.shape[0], dtype=torch.bool)
 
 
-def _open_image(path: Path, what: str) -> Image.Image:
-    if not path.is_file():
-        raise UserInputError(f"{what} '{path}' does not exist. Check data.scene.* in your config.")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserInputError(f"{what} '{path}' is not a readable image ({err}).") from None
-    return ImageOps.exif_transpose(image)
-
-
-def read_mask(image: Image.Image, channel: str = "auto") -> tuple[np.ndarray, str]:
+def read_mask(image: Image.Image, channel: str = "auto", setting: str = "data.mask_channel") -> tuple[np.ndarray, str]:
     """The mask in [0, 1] and which channel it was read from.
 
     `auto`: the alpha channel where the alpha varies (a cut-out); otherwise the grey level of a grey image and
@@ -93,7 +98,7 @@ def read_mask(image: Image.Image, channel: str = "auto") -> tuple[np.ndarray, st
     opaque. `alpha`, `grey` (luminance), `red`, `green`, `blue` force one.
     """
     if channel not in MASK_CHANNELS:
-        raise UserInputError(f"data.mask_channel={channel!r} is not one of {', '.join(MASK_CHANNELS)}.")
+        raise UserInputError(f"{setting}={channel!r} is not one of {', '.join(MASK_CHANNELS)}.")
     if image.mode.startswith("I;16"):
         image = Image.fromarray((np.asarray(image, dtype=np.float32) / 257.0).round().astype(np.uint8))
     if channel == "auto":
@@ -121,23 +126,30 @@ def _numbered_masks(folder: Path) -> list[tuple[int, Path]]:
     return sorted((int(match.group(1)), path) for path in folder.iterdir() if (match := _MASK_FILE.match(path.name)))
 
 
-def _read_lines(file: Path) -> list[str]:
-    """The non-empty lines of a text file (classes.txt), stripped."""
-    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
+def read_classes_file(file: Path) -> list[str]:
+    """The class names of a classes.txt, one a line."""
+    return read_lines(file, "class names file")
 
 
 def _read_classes(folder: Path) -> list[str] | None:
     classes_file = folder / CLASSES_FILE
-    return _read_lines(classes_file) if classes_file.is_file() else None
+    return read_classes_file(classes_file) if classes_file.is_file() else None
 
 
 def photo_folders(folder: Path) -> list[Path]:
     """The photos of a several-photo scene folder (subfolders holding an image), in name order; [] when the
-    folder has an image of its own."""
-    if _folder_image(folder) is not None:
-        return []
+    folder is one photo. A folder that is both (an image of its own and photo subfolders) is refused: which
+    the user meant cannot be told."""
     subfolders = sorted(sub for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith("."))
-    return [sub for sub in subfolders if _folder_image(sub) is not None]
+    photos = [sub for sub in subfolders if _folder_image(sub) is not None]
+    own = _folder_image(folder)
+    if own is not None and photos:
+        raise UserInputError(
+            f"scene folder '{folder}' holds both an image of its own ({own.name}) and photo subfolders "
+            f"({', '.join(sub.name for sub in photos)}); a scene is one photo or several. Move {own.name} and its "
+            f"masks into a subfolder of their own to train on all the photos, or move the subfolders out."
+        )
+    return [] if own is not None else photos
 
 
 def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
@@ -160,20 +172,21 @@ def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
     return image, [path for _, path in numbered], _read_classes(folder)
 
 
-def _read_photo(image_path: Path, mask_paths: list[Path], mask_channel: str) -> tuple[Image.Image, list[np.ndarray]]:
+def _read_photo(image_path: Path, mask_paths: list[Path], mask_channel: str,
+                keys: SceneKeys = TRAINING_KEYS) -> tuple[Image.Image, list[np.ndarray]]:
     """An image and its masks, upright, each mask checked: the image's size, neither empty nor full."""
-    picture = _open_image(image_path, "image").convert("RGB")
+    picture = open_image(image_path, "image", f"Check {keys.image}.").convert("RGB")
     arrays = []
     for path in mask_paths:
-        mask, channel = read_mask(_open_image(path, "mask"), mask_channel)
+        mask, channel = read_mask(open_image(path, "mask", f"Check {keys.masks}."), mask_channel, keys.mask_channel)
         if mask.shape != (picture.height, picture.width):
             raise UserInputError(
                 f"mask '{path}' is {mask.shape[1]}x{mask.shape[0]} but image '{image_path}' is "
                 f"{picture.width}x{picture.height} (both upright, as their EXIF orientation says); masks must have "
                 f"the image's size. Resize the mask."
             )
-        read_from = f" (read from its {channel} channel; data.mask_channel reads another)"
-        _check_coverage(mask, f"mask '{path}'", after=read_from)
+        read_from = f" (read from its {channel} channel; {keys.mask_channel} reads another)"
+        _check_coverage(mask, f"mask '{path}'", keys, after=read_from)
         arrays.append(mask)
     return picture, arrays
 
@@ -216,11 +229,12 @@ def load_scene(
     class_names: list[str] | None = None,
     mask_channel: str = "auto",
     auto_masks: bool = False,
+    keys: SceneKeys = TRAINING_KEYS,
 ) -> Scene | ScenePhotos:
     """Load and check a scene from a folder (one photo, or several: `ScenePhotos`), or from an image path
     and mask paths (`mask_channel`: see `read_mask`). `auto_masks` (data.scene.auto_masks) is bas-train's: it
     makes the masks into its run's scene/ folder and loads that; a config that says so, loaded elsewhere, is
-    pointed there."""
+    pointed there. `keys`: the settings the messages name."""
     if (folder is None) == (image is None):
         raise UserInputError("give either data.scene.folder, or data.scene.image with data.scene.masks, not both.")
     if folder is not None:
@@ -239,23 +253,23 @@ def load_scene(
         if not masks:
             raise UserInputError("data.scene.image is set but data.scene.masks is empty: list one mask per concept.")
         image_path, mask_paths, source = Path(image), [Path(m) for m in masks], str(Path(image))
-    picture, arrays = _read_photo(image_path, mask_paths, mask_channel)
+    picture, arrays = _read_photo(image_path, mask_paths, mask_channel, keys)
     if class_names is not None and len(class_names) != len(arrays):
         raise UserInputError(
             f"{len(class_names)} class names for {len(arrays)} masks in '{source}'; give one per mask "
             f"(data.scene.class_names or {CLASSES_FILE})."
         )
-    return Scene(picture, arrays, [str(p) for p in mask_paths], list(class_names) if class_names else None, source)
+    return Scene(picture, arrays, [str(p) for p in mask_paths], list(class_names) if class_names else None, source,
+                 keys=keys)
 
 
-def _check_coverage(mask: np.ndarray, what: str, after: str = "") -> None:
+def _check_coverage(mask: np.ndarray, what: str, keys: SceneKeys, after: str = "") -> None:
     inside = mask > _ON
     if not inside.any():
         raise UserInputError(f"{what} is empty{after}: no pixel is above {_ON}. Draw the concept in white.")
     if inside.all():
         raise UserInputError(
-            f"{what} covers the whole image{after}; a concept mask must leave some background. Use "
-            f"data.background_token=true for a background concept instead."
+            f"{what} covers the whole image{after}; a mask must leave some of it out. {keys.whole_image}"
         )
 
 
@@ -298,7 +312,8 @@ def prepare_scene(scene: Scene, resolution: int, background: bool = False, num_c
             log.warning(message + ".")
         small = square_resize(Image.fromarray(mask, mode="F"), resolution, Image.Resampling.BILINEAR)
         array = np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
-        _check_coverage(array, f"mask '{path}'", after=f" after center-cropping and resizing to {resolution}px")
+        _check_coverage(array, f"mask '{path}'", scene.keys,
+                        after=f" after center-cropping and resizing to {resolution}px")
         masks.append(torch.from_numpy(array))
     stacked = torch.stack(masks)
     present = torch.ones(len(masks), dtype=torch.bool)

@@ -15,13 +15,14 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from break_a_scene.checkpoints import check_checkpoint
 from break_a_scene.data import UnionSamplingDataModule
-from break_a_scene.errors import UserInputError
+from break_a_scene.errors import DiskFullError, UserInputError
 from break_a_scene.export import MANIFEST, check_export_target, check_lora_format
 from break_a_scene.models import DiffusionComponents, resolve_model_dir
-from break_a_scene.module import BreakASceneModule
+from break_a_scene.module import PHASE_KEY, BreakASceneModule
 from break_a_scene.optim import check_state_bits
-from break_a_scene.outputs import check_writable
+from break_a_scene.outputs import check_free_space, check_writable, free_bytes, is_disk_full
 from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
 from break_a_scene.scene import Scene, ScenePhotos, load_scene, photo_folders, prepare_photos, scene_warnings
@@ -83,14 +84,6 @@ def _initializer_words(cfg: DictConfig, scene: Scene | ScenePhotos) -> list[str]
     return words + (["background"] if cfg.data.background_token else [])
 
 
-def _check_checkpoint(ckpt_path: str | None) -> None:
-    if ckpt_path and ckpt_path not in ("last", "hpc", "registry") and not Path(ckpt_path).is_file():
-        raise UserInputError(
-            f"ckpt_path='{ckpt_path}' is not a file. Point it at a checkpoint a run wrote with callbacks=checkpoint "
-            f"(<run>/checkpoints/last.ckpt)."
-        )
-
-
 def _load_scene(cfg: DictConfig) -> Scene | ScenePhotos:
     """The configured scene; with data.scene.auto_masks, its masks are first made from its class names into the
     run's own `scene/` folder (the user's folder is only read), reused when a run resumes."""
@@ -122,7 +115,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     """Everything that can be wrong with the settings or the inputs, reported before any work is done."""
     check_steps(cfg.method)
     check_state_bits(cfg.optimizer.get("state_bits", 32))
-    _check_checkpoint(cfg.get("ckpt_path"))
+    check_checkpoint(cfg.get("ckpt_path"), "bas-train with callbacks=checkpoint", PHASE_KEY)
     scene = _load_scene(cfg)
     names = token_names(cfg, scene.num_concepts)
     words = _initializer_words(cfg, scene)
@@ -160,10 +153,21 @@ def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
         lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
         if lora and export.get("lora", "asset") in ("asset", "both"):
             _check_reloadable(components)
+        _check_room(cfg, components, target)
     prior = cfg.data.prior_preservation
     if prior.enabled and prior.generate_missing:
         setting = "data.prior_preservation.class_data_dir" if prior.class_data_dir else "paths.cache_dir"
         check_writable(_class_folder(cfg, components), setting)
+
+
+def _check_room(cfg: DictConfig, components: DiffusionComponents, export_target: Path) -> None:
+    """The disks can hold the export (the model's weights; a LoRA asset is small) and, with checkpoints, one
+    checkpoint (weights and AdamW's two moments, about three times the weights)."""
+    weights = sum(p.numel() * p.element_size() for part in components.parts() for p in part.parameters())
+    checkpoints = (cfg.get("callbacks") or {}).get("checkpoint")
+    if checkpoints is not None and Path(checkpoints.dirpath).absolute() != export_target.absolute():
+        check_free_space(checkpoints.dirpath, 3 * weights, "callbacks.checkpoint.dirpath", "a checkpoint")
+    check_free_space(export_target, weights, "callbacks.export.dirpath", "the export")
 
 
 def _check_reloadable(components: DiffusionComponents) -> None:
@@ -253,5 +257,23 @@ def build_trainer(cfg: DictConfig, max_steps: int) -> L.Trainer:
 
 def train(cfg: DictConfig) -> BreakASceneModule:
     trainer, module, datamodule = build_run(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except Exception as err:
+        if is_disk_full(err):
+            raise DiskFullError(_disk_full_advice(cfg, trainer)) from None
+        raise
     return module
+
+
+def _disk_full_advice(cfg: DictConfig, trainer: L.Trainer) -> str:
+    """What to free and how to resume, when the disk filled up during training (what was written is kept)."""
+    out = Path(cfg.paths.output_dir)
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+    if last and Path(last).is_file():
+        resume = (f"then run the same command with ckpt_path={last}: it resumes there and finishes what is left, "
+                  f"the export included")
+    else:
+        resume = "then train again (no checkpoint was kept: callbacks=checkpoint makes a run resumable)"
+    return (f"the disk holding '{out}' filled up during training ({free_bytes(out) / 2**20:.0f} MB free now): free "
+            f"space there (older runs' checkpoints/ and pipeline/ folders are the largest), {resume}.")

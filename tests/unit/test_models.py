@@ -13,7 +13,7 @@ def test_missing_weights_message_says_what_and_where(tmp_path, monkeypatch):
     text = str(err.value)
     assert "'stabilityai/stable-diffusion-2-1-base' were not found" in text
     assert "hf download stabilityai/stable-diffusion-2-1-base" in text
-    assert "model.pretrained_model_name_or_path" in text
+    assert "model.components.pretrained_model_name_or_path" in text
 
 
 def test_directory_that_is_not_a_pipeline(tmp_path):

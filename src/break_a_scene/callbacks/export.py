@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 
 from break_a_scene.export import export_pipeline
+from break_a_scene.module import CallbackView
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +22,18 @@ class ExportPipeline(L.Callback):
         self.dirpath = Path(dirpath)
         self.lora = lora  # with a LoRA phase 2: asset, fused or both (export.export_pipeline)
 
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.global_step < module.total_steps:
+    def on_fit_end(self, trainer: L.Trainer, module: CallbackView) -> None:
+        facts = module.facts
+        if not trainer.is_global_zero or trainer.global_step < facts.total_steps:
             return
         manifest = {
-            "tokens": module.tokens.names,
-            "token_ids": module.tokens.ids,
-            "initializer_words": module.tokens.initializer_words,
-            "steps": {"phase1": module.hparams.phase1_steps, "phase2": module.hparams.phase2_steps},
-            "resolution": module.hparams.resolution,
-            "attention_resolution_divisor": module.hparams.attention_resolution_divisor,
-            **module.run_info,
+            "tokens": facts.tokens.names,
+            "token_ids": facts.tokens.ids,
+            "initializer_words": facts.tokens.initializer_words,
+            "steps": {"phase1": facts.phase1_steps, "phase2": facts.phase2_steps},
+            "resolution": facts.resolution,
+            "attention_resolution_divisor": facts.attention_resolution_divisor,
+            **facts.run_info,
         }
         with module.inference_components() as components:  # the processors the model had before training
             path = export_pipeline(components, self.dirpath, manifest, self.lora)

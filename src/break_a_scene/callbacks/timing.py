@@ -8,6 +8,8 @@ import time
 import lightning as L
 import torch
 
+from break_a_scene.module import CallbackView
+
 log = logging.getLogger(__name__)
 
 
@@ -18,18 +20,19 @@ class PhaseTimer(L.Callback):
     def __init__(self):
         self.phases: dict[int, list[float]] = {}  # phase -> [start, end, steps]
 
-    def on_train_start(self, trainer: L.Trainer, module) -> None:
+    def on_train_start(self, trainer: L.Trainer, module: CallbackView) -> None:
         self.phases = {}
 
-    def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, module: CallbackView, batch, batch_idx: int) -> None:
         now = time.perf_counter()
-        if module.phase not in self.phases:
+        phase = module.facts.phase_at(trainer.global_step)  # callbacks run before the module moves to it
+        if phase not in self.phases:
             for record in self.phases.values():
                 record[1] = min(record[1], now)
-            self.phases[module.phase] = [now, float("inf"), 0]
-        self.phases[module.phase][2] += 1
+            self.phases[phase] = [now, float("inf"), 0]
+        self.phases[phase][2] += 1
 
-    def on_train_end(self, trainer: L.Trainer, module) -> None:
+    def on_train_end(self, trainer: L.Trainer, module: CallbackView) -> None:
         if not self.phases:
             return
         if module.device.type == "cuda":

@@ -15,6 +15,7 @@ from PIL import Image
 from break_a_scene.figures import colorize, grey, heatmap_overlay, labelled_grid, masks_overlay, tensor_to_image
 from break_a_scene.generate import default_prompts
 from break_a_scene.losses import normalize_by_max
+from break_a_scene.module import CallbackView
 from break_a_scene.sampling import sample_images
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ class AttentionMapLogger(L.Callback):
         self.max_samples = max_samples
         self.cell = cell
 
-    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, module: CallbackView, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step  # already counts this batch's optimizer step
         snap = outputs.get("attention") if isinstance(outputs, dict) else None
         if not trainer.is_global_zero or snap is None or step % self.every_n_steps:
             return
-        names = dict(zip(module.tokens.ids, module.tokens.names))
+        names = dict(zip(module.facts.tokens.ids, module.facts.tokens.names))
         rows, labels = [], []
         for b in range(min(self.max_samples, snap.maps.shape[0])):
             image = tensor_to_image(snap.pixel_values[b])
@@ -95,29 +96,29 @@ class SampleLogger(L.Callback):
             return self.prompts
         return [*default_prompts(tokens, "a photo of {}"), self.new_context.format(" and ".join(tokens))]
 
-    def _due(self, trainer: L.Trainer, module) -> bool:
+    def _due(self, trainer: L.Trainer, module: CallbackView) -> bool:
         step = trainer.global_step
-        return step % self.every_n_steps == 0 or step == module.hparams.phase1_steps
+        return step % self.every_n_steps == 0 or step == module.facts.phase1_steps
 
-    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx: int) -> None:
-        if trainer.is_global_zero and self._due(trainer, module) and trainer.global_step < module.total_steps:
+    def on_train_batch_end(self, trainer: L.Trainer, module: CallbackView, outputs, batch, batch_idx: int) -> None:
+        if trainer.is_global_zero and self._due(trainer, module) and trainer.global_step < module.facts.total_steps:
             self.log_samples(trainer, module)
 
-    def on_fit_end(self, trainer: L.Trainer, module) -> None:
+    def on_fit_end(self, trainer: L.Trainer, module: CallbackView) -> None:
         # at the end of fit, also when a resumed run finds every step done but was killed before this
-        if trainer.is_global_zero and trainer.global_step >= module.total_steps:
+        if trainer.is_global_zero and trainer.global_step >= module.facts.total_steps:
             self.log_samples(trainer, module)
 
     @torch.no_grad()
-    def log_samples(self, trainer: L.Trainer, module) -> Path:
-        tokens = module.tokens.names
+    def log_samples(self, trainer: L.Trainer, module: CallbackView) -> Path:
+        tokens = module.facts.tokens.names
         prompts = [p for p in self.prompt_list(tokens) for _ in self.seeds]
         seeds = [s for _ in self.prompt_list(tokens) for s in self.seeds]
         with module.inference_components() as components:  # sampling installs its own capture
             samples = list(sample_images(
-                components.pipeline(), prompts, seeds, module.hparams.resolution,
+                components.pipeline(), prompts, seeds, module.facts.resolution,
                 self.num_inference_steps, self.guidance_scale, batch_size=len(prompts), attention_tokens=tokens,
-                attention_resolution_divisor=module.hparams.attention_resolution_divisor, progress=False,
+                attention_resolution_divisor=module.facts.attention_resolution_divisor, progress=False,
             ))
         blank = Image.new("RGB", (8, 8), "white")
         rows = [
@@ -138,7 +139,7 @@ class SceneLogger(L.Callback):
     def __init__(self, dirpath: str):
         self.sink = VisualSink(dirpath)
 
-    def on_train_start(self, trainer: L.Trainer, module) -> None:
+    def on_train_start(self, trainer: L.Trainer, module: CallbackView) -> None:
         if not trainer.is_global_zero:
             return
         photos = trainer.datamodule.photos
@@ -152,12 +153,12 @@ class SceneLogger(L.Callback):
         if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
             import wandb
 
-            class_labels = {0: "none", **{i + 1: name for i, name in enumerate(module.tokens.names)}}
+            class_labels = {0: "none", **{i + 1: name for i, name in enumerate(module.facts.tokens.names)}}
             wandb_image = wandb.Image(image, masks={"concepts": {"mask_data": labels, "class_labels": class_labels}},
                                       caption=caption)
-            config = module.run_info.get("config")
+            config = module.facts.run_info.get("config")
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger) and config is not None:
                     logger.experiment.config.update(config, allow_val_change=True)
-        picture = masks_overlay(image, masks, labels=list(module.tokens.names), size=256 * len(photos))
+        picture = masks_overlay(image, masks, labels=list(module.facts.tokens.names), size=256 * len(photos))
         self.sink.write(trainer, "scene", picture, caption=caption, wandb_image=wandb_image)

@@ -7,13 +7,14 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from break_a_scene.cli._entry import friendly_errors
+from break_a_scene.cli._entry import friendly_errors, hydra_entry
 from break_a_scene.config import config_dir, register_resolvers
 
 register_resolvers()
 log = logging.getLogger(__name__)
 
 
+@hydra_entry
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="generate")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

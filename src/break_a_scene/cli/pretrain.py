@@ -5,12 +5,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from break_a_scene.cli._entry import friendly_errors, quiet_console
+from break_a_scene.cli._entry import friendly_errors, hydra_entry, quiet_console
 from break_a_scene.config import config_dir, register_resolvers
 
 register_resolvers()
 
 
+@hydra_entry
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pretrain")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

@@ -1,18 +1,22 @@
 """The run folder that Hydra makes for each command: checked before Hydra writes into it, and on a user error
-cleared of exactly what this run added, nothing else.
+given back as it was: what this run added removed, and the earlier run's record put back.
 
 `RunFolderGuard` (a Hydra callback, conf/hydra/default.yaml) runs before Hydra creates the folder. It refuses
 a folder that is not writable, and one that already holds another run (a `.hydra/` folder) unless the
 command says `overwrite=true` or resumes from a checkpoint; then it records what the folder held, in the
-environment, so that the task (in this process or in a launcher's worker) knows what it may remove.
+environment, so that the task (in this process or in a launcher's worker) knows what it may remove. Hydra
+rewrites `.hydra/` and appends to the run's log before the task starts, so a copy of the earlier `.hydra/`
+and the logs' lengths are kept too, to put them back.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -30,9 +34,19 @@ def exit_with(message: str) -> None:
     sys.exit(2)
 
 
+HYDRA_RECORD = ".hydra"
+
+
 def _record(folder: Path) -> None:
     entries = sorted(child.name for child in folder.iterdir()) if folder.is_dir() else None
-    os.environ[_BEFORE] = json.dumps({"folder": str(folder), "entries": entries})
+    state = {"folder": str(folder), "entries": entries, "record_copy": None, "logs": {}}
+    if entries is not None and (folder / HYDRA_RECORD).is_dir():
+        copy = tempfile.mkdtemp(prefix="bas-run-record-")
+        atexit.register(shutil.rmtree, copy, ignore_errors=True)
+        shutil.copytree(folder / HYDRA_RECORD, Path(copy) / HYDRA_RECORD)
+        state["record_copy"] = copy
+        state["logs"] = {log.name: log.stat().st_size for log in folder.glob("*.log") if log.is_file()}
+    os.environ[_BEFORE] = json.dumps(state)
 
 
 def _other_rank() -> bool:
@@ -73,22 +87,42 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_what_this_run_created(output_dir: str | Path) -> None:
-    """Remove the run folder's entries that were not there before this run started, and the folder itself
-    when this run made it. Without a record (no guard ran) nothing is removed."""
+def _restore_record(folder: Path, state: dict) -> None:
+    """Put back the earlier run's `.hydra/` and cut its logs back to their lengths before this run."""
+    if state["record_copy"] and (Path(state["record_copy"]) / HYDRA_RECORD).is_dir():
+        _remove(folder / HYDRA_RECORD)
+        shutil.copytree(Path(state["record_copy"]) / HYDRA_RECORD, folder / HYDRA_RECORD)
+    for name, size in state["logs"].items():
+        log = folder / name
+        if log.is_file() and log.stat().st_size > size:
+            with log.open("r+b") as f:
+                f.truncate(size)
+
+
+def undo_run(output_dir: str | Path, keep_results: bool = False) -> None:
+    """Give the run folder back as it was before this run: remove the entries this run added (with
+    `keep_results`, only Hydra's own: `.hydra/` and logs), restore an earlier run's record, and remove the
+    folder when this run made it and leaves it empty. Without a record (no guard ran) nothing is touched."""
     state = json.loads(os.environ.get(_BEFORE, "null"))
     if state is None:
         return
     output_dir = Path(output_dir).absolute()
     folder, before = Path(state["folder"]), state["entries"]
-    if output_dir == folder:  # a single run
-        if before is None:
-            _remove(output_dir)
-            return
-        for child in output_dir.iterdir():
-            if child.name not in before:
-                _remove(child)
-    elif folder in output_dir.parents:  # a job of a multirun: its own subfolder, when the sweep made it
+    if folder in output_dir.parents:  # a job of a multirun: its own subfolder, when the sweep made it
         top = output_dir.relative_to(folder).parts[0]
-        if before is None or top not in before:
-            _remove(output_dir)
+        if before is not None and top in before:
+            return
+        before = None
+    elif output_dir != folder:
+        return
+    if not output_dir.is_dir():
+        return
+    for child in output_dir.iterdir():
+        new = before is None or child.name not in before
+        if new and (not keep_results or child.name == HYDRA_RECORD or child.suffix == ".log"):
+            _remove(child)
+    if before is None:
+        if not any(output_dir.iterdir()):
+            output_dir.rmdir()
+    else:
+        _restore_record(output_dir, state)

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.scene import CLASSES_FILE, read_classes_file
 
 INDEX_FILE = "index.json"
 EXCLUDED_CLASSES = ("orange", "banana", "broccoli", "carrot", "zebra", "giraffe")
@@ -148,7 +149,7 @@ def build_toy_set(out: str | Path, count: int = 8, seed: int = 0, photos: int = 
 
     def fill(staging: Path) -> None:
         folders = write_scene_set(staging, count, seed=seed, photos=photos)
-        entries = [{"name": f.name, "classes": (f / "classes.txt").read_text().split("\n")[:-1]} for f in folders]
+        entries = [{"name": f.name, "classes": read_classes_file(f / CLASSES_FILE)} for f in folders]
         protocol = {"source": "toyworld", "seed": seed, "count": count, "photos": photos}
         (staging / INDEX_FILE).write_text(json.dumps({"protocol": protocol, "scenes": entries}, indent=1))
 

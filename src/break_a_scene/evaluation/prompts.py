@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.inputs import read_text
 
 PAPER_TEMPLATES = (
     "a photo of {} at the beach",
@@ -46,7 +47,7 @@ def read_templates(path: str | Path) -> tuple[str, ...]:
     if not path.is_file():
         raise UserInputError(f"prompt file '{path}' does not exist (evaluation.prompts.file).")
     templates = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "prompt file").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -8,6 +8,7 @@ never sees the same picture twice.
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from break_a_scene.checkpoints import check_checkpoint
+from break_a_scene.errors import UserInputError
 from break_a_scene.models import DiffusionComponents
 from break_a_scene.scene import image_to_tensor
 from break_a_scene.toyworld.world import caption, render, sample_scene
@@ -125,11 +128,24 @@ def vae_state_path(output_dir: str | Path) -> Path:
     return Path(output_dir) / "vae_stage.pt"
 
 
+def _read_vae_stage(stage_file: Path) -> dict:
+    """The VAE stage a run saved; tensors and plain data only, so a file planted in the run folder runs no code."""
+    try:
+        state = torch.load(stage_file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
+        raise UserInputError(f"'{stage_file}' is not a VAE stage that bas-pretrain saved ({type(err).__name__}); "
+                             f"move it away to train the VAE stage again.") from None
+    if not isinstance(state, dict) or not {"weights", "latent_scale"} <= set(state):
+        raise UserInputError(f"'{stage_file}' is not a VAE stage that bas-pretrain saved (no weights and latent "
+                             f"scale); move it away to train the VAE stage again.")
+    return state
+
+
 def _vae_stage(components: DiffusionComponents, cfg) -> None:
     """Train (or reload from the run folder) the VAE and its latent scale."""
     stage_file = vae_state_path(cfg.paths.output_dir)
     if stage_file.is_file():
-        state = torch.load(stage_file, weights_only=False)
+        state = _read_vae_stage(stage_file)
         components.vae.load_state_dict(state["weights"])
         components.vae.register_to_config(scaling_factor=state["latent_scale"])
         log.info("VAE stage loaded from %s (latent scale %.4f)", stage_file, state["latent_scale"])
@@ -156,6 +172,7 @@ def pretrain(cfg) -> Path:
 
     from break_a_scene.models import load_pretrained
 
+    check_checkpoint(cfg.get("ckpt_path"), "bas-pretrain")
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("init_from"):  # continue from exported weights, with a fresh optimizer and EMA
         components = load_pretrained(cfg.init_from)
@@ -180,7 +197,7 @@ def pretrain(cfg) -> Path:
     # steps, not epochs, end the run, so a finished run resumes with more steps (unet.steps=... ckpt_path=last)
     trainer = instantiate(cfg.trainer, max_steps=cfg.unet.steps, max_epochs=-1, callbacks=callbacks,
                           logger=loggers or False, enable_checkpointing=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     export = Path(cfg.export_dir)
     for part in (components.unet, components.text_encoder, components.vae):
         part.to(torch.float16)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from break_a_scene.inputs import read_json
 from break_a_scene.toyworld.world import BACKGROUNDS, SLOTS, ToyScene, render, sample_scene
 
 
@@ -63,7 +64,7 @@ def other_photos(scene: ToyScene, count: int, rng: random.Random) -> list[ToySce
 def read_scene_json(folder: str | Path) -> ToyScene:
     from break_a_scene.toyworld.world import ToyObject
 
-    data = json.loads((Path(folder) / "scene.json").read_text())
+    data = read_json(Path(folder) / "scene.json", "toy scene description")
     objects = tuple(ToyObject(**obj) for obj in data["objects"])
     return ToyScene(objects, data["background"], data["gradient"], tuple(tuple(j) for j in data["jitter"]))
 
