@@ -54,3 +54,15 @@ def write_scene(folder: Path, size=(96, 64), boxes=((8, 8, 40, 40), (50, 20, 90,
 @pytest.fixture
 def scene_dir(tmp_path) -> Path:
     return write_scene(tmp_path / "scene", classes=["red box", "blue box"])
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> Path:
+    """An export of the tiny model with one learned token (untrained), as bas-generate and bas-edit read it;
+    tests copy it before changing it."""
+    from break_a_scene.export import export_pipeline
+
+    components = tiny_components()
+    tokens = components.add_placeholder_tokens(["<asset0>"])
+    manifest = {"tokens": tokens.names, "token_ids": tokens.ids, "resolution": 64, "attention_resolution_divisor": 4}
+    return export_pipeline(components, tmp_path_factory.mktemp("export") / "pipeline", manifest)

@@ -68,3 +68,44 @@ class KillDuringExport(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
         module.components.save_pipeline = save_then_die
+
+
+def run_entry(main, argv: list[str], capsys) -> tuple[int, str]:
+    """Run a Hydra entry point in this process as its console script would (`argv` without the program),
+    returning its exit status and what it printed on stderr."""
+    import sys
+
+    import pytest
+
+    old = sys.argv
+    sys.argv = ["entry", *argv]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+            raise SystemExit(0)
+    finally:
+        sys.argv = old
+    return exit_info.value.code or 0, capsys.readouterr().err
+
+
+def assert_one_line(err: str, *expected: str) -> None:
+    """A user error: one line starting with `error: `, no traceback, holding each expected piece."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
+    for piece in expected:
+        assert piece in lines[0], (piece, lines[0])
+
+
+def header_only_png(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims `width` x `height` pixels and holds none: what an image too large to decode looks like
+    to a reader that checks the header first (a real 20000 x 20000 file takes minutes to write)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    return path

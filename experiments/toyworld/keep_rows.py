@@ -13,7 +13,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from break_a_scene.evaluation.runner import ROWS_FILE, SUMMARY_FILE
+from break_a_scene.evaluation.rows import ROWS_FILE
+from break_a_scene.evaluation.runner import SUMMARY_FILE
 
 
 def keep_rows(out_dir: Path, dest: Path) -> int:

@@ -127,7 +127,6 @@ def check_export_files(path: str | Path) -> None:
 # what every reader of a manifest relies on: key -> (check, what it holds)
 _MANIFEST_KEYS = {
     "tokens": (lambda v: isinstance(v, list) and v and all(isinstance(t, str) for t in v), "the learned token names"),
-    "token_ids": (lambda v: isinstance(v, list) and all(isinstance(i, int) for i in v), "their token ids"),
     "resolution": (lambda v: isinstance(v, int) and v > 0, "the training resolution"),
 }
 

@@ -153,20 +153,17 @@ def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
         lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
         if lora and export.get("lora", "asset") in ("asset", "both"):
             _check_reloadable(components)
-        _check_room(cfg, components, target)
+        _check_room(components, target)
     prior = cfg.data.prior_preservation
     if prior.enabled and prior.generate_missing:
         setting = "data.prior_preservation.class_data_dir" if prior.class_data_dir else "paths.cache_dir"
         check_writable(_class_folder(cfg, components), setting)
 
 
-def _check_room(cfg: DictConfig, components: DiffusionComponents, export_target: Path) -> None:
-    """The disks can hold the export (the model's weights; a LoRA asset is small) and, with checkpoints, one
-    checkpoint (weights and AdamW's two moments, about three times the weights)."""
+def _check_room(components: DiffusionComponents, export_target: Path) -> None:
+    """The export's disk can hold it (the model's weights; a LoRA asset is smaller). Checkpoints are not
+    counted: a disk that fills up with them stops the run with what to free and how to resume."""
     weights = sum(p.numel() * p.element_size() for part in components.parts() for p in part.parameters())
-    checkpoints = (cfg.get("callbacks") or {}).get("checkpoint")
-    if checkpoints is not None and Path(checkpoints.dirpath).absolute() != export_target.absolute():
-        check_free_space(checkpoints.dirpath, 3 * weights, "callbacks.checkpoint.dirpath", "a checkpoint")
     check_free_space(export_target, weights, "callbacks.export.dirpath", "the export")
 
 

@@ -129,7 +129,7 @@ def _damage(case, pipeline):
     ("no_unet_weights", "lacks the weights of its unet"),
     ("truncated_weights", "cannot be loaded (OSError: Unable to load weights from checkpoint file"),
     ("broken_manifest", "break_a_scene.json' is not valid JSON"),
-    ("no_model_index", "model_index.json' is missing or damaged (FileNotFoundError)"),
+    ("no_model_index", "model_index.json' is missing; "),
     ("unwritable_output", "hydra.run.dir='{file}/samples' cannot be a folder"),
 ])
 def test_generate_failures_end_with_one_line(tmp_path, exported, monkeypatch, capsys, case, message):

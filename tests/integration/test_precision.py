@@ -12,12 +12,13 @@ def snapshot(module) -> dict[str, torch.Tensor]:
 
 
 class Probe(L.Callback):
-    """Records each step's parameter dtypes (after the phase switch) and the UNet as phase 2 starts."""
+    """Records each step's parameter dtypes (inside the step: after the module's phase switch) and the UNet as
+    phase 2 starts (before its first update)."""
 
     def __init__(self):
         self.dtypes, self.unet_at_phase2 = [], None
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+    def on_before_backward(self, trainer, module, loss):
         embedding = module.text_encoder.get_input_embeddings()
         self.dtypes.append((module.phase, module.unet.conv_in.weight.dtype, embedding.base.weight.dtype,
                             embedding.rows.dtype, next(module.vae.parameters()).dtype))

@@ -51,12 +51,18 @@ class RecordOptimizer(L.Callback):
         })
 
 
-@pytest.mark.parametrize("preset,betas,decay", [("adamw_code", (0.9, 0.999), 1e-2), ("adamw_paper", (0.9, 0.99), 1e-8)])
-def test_phase_switch_starts_a_fresh_optimizer(tmp_path, scene_dir, preset, betas, decay):
+@pytest.mark.parametrize("preset,betas,decay,callbacks", [
+    ("adamw_code", (0.9, 0.999), 1e-2, []),
+    ("adamw_paper", (0.9, 0.99), 1e-8, []),
+    ("adamw_code", (0.9, 0.999), 1e-2, ["~callbacks"]),  # no callback at all: the switch is the module's own
+])
+def test_phase_switch_starts_a_fresh_optimizer(tmp_path, scene_dir, preset, betas, decay, callbacks):
     cfg = compose_config(
-        "train", [*FAST, f"data.scene.folder={scene_dir}", f"optimizer={preset}",
-                  "method.phase1_steps=2", "method.phase2_steps=2"], tmp_path,
+        "train", [*[o for o in FAST if not (callbacks and o.startswith("callbacks."))],
+                  f"data.scene.folder={scene_dir}", f"optimizer={preset}", "method.phase1_steps=2",
+                  "method.phase2_steps=2", *callbacks], tmp_path,
     )
+    assert ("callbacks" in cfg) == (not callbacks)
     trainer, module, datamodule = build_run(cfg)
     recorder = RecordOptimizer()
     trainer.callbacks.append(recorder)

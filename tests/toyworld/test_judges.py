@@ -99,12 +99,14 @@ def test_strays_sorted_by_kind_on_true_renders(tmp_path):
 
     trial = tmp_path / "evaluation" / "m" / "scene_000" / "seed_0"
     trial.mkdir(parents=True)
+    meta = {"method": "m", "scene": "scene_000", "train_seed": 0, "class_prompt": "", "tokens": "", "concepts": 1,
+            "sample_seed": 0, "image": ""}  # a trial's rows as bas-evaluate writes them
     with open(trial / "rows.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["method", "prompt", "extra_objects", *STRAY_KINDS])
+        writer = csv.DictWriter(f, [*meta, "prompt", "extra_objects", *STRAY_KINDS])
         writer.writeheader()
         for prompt, row in zip(drawn, scores):
-            writer.writerow({"method": "m", "prompt": prompt, **{k: row[k] for k in ["extra_objects", *STRAY_KINDS]}})
-        writer.writerow({"method": "m", "prompt": "misplaced only", "extra_objects": 0.0, "stray_other": 0.0,
+            writer.writerow({**meta, "prompt": prompt, **{k: row[k] for k in ["extra_objects", *STRAY_KINDS]}})
+        writer.writerow({**meta, "prompt": "misplaced only", "extra_objects": 0.0, "stray_other": 0.0,
                          "stray_training_slot": 0.0, "stray_elsewhere": 1.0, "stray_unprompted": 0.0})
     done = subprocess.run([sys.executable, "experiments/toyworld/extras.py", str(tmp_path / "evaluation")],
                           capture_output=True, text=True)

@@ -223,3 +223,9 @@ def test_several_photos_bad_layouts(tmp_path, change, message):
     change(folder)
     with pytest.raises(UserInputError, match=message):
         load_scene(folder=str(folder))
+
+
+
+def test_classes_file_with_a_byte_order_mark_and_any_line_endings(scene_dir):
+    (scene_dir / "classes.txt").write_bytes(b"\xef\xbb\xbfred box\r\nblue box\r")  # Notepad's UTF-8, old Mac ends
+    assert load_scene(folder=str(scene_dir)).class_names == ["red box", "blue box"]

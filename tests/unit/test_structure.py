@@ -36,3 +36,18 @@ def test_every_module_of_the_package_is_classified():
     top = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     top |= {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert top == set(CORE) | {"toyworld", "evaluation", "cli"}
+
+
+def test_callbacks_read_the_module_only_through_its_callback_view():
+    """Every `module.<name>` a callback reads is a member of `module.CallbackView`."""
+    from break_a_scene.module import CallbackView
+
+    allowed = set(CallbackView.__annotations__) | {n for n in vars(CallbackView) if not n.startswith("_")}
+    assert allowed == {"facts", "phase", "device", "inference_components"}
+    read = set()
+    for file in sorted((PACKAGE / "callbacks").glob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in (
+                    "module", "pl_module"):
+                read.add((file.name, node.attr))
+    assert read and {attr for _, attr in read} <= allowed, sorted(read)

@@ -42,8 +42,8 @@ def _config_error_line(err: Exception) -> str:
                 f"quotes for Hydra inside the shell's, e.g. \"prompt='a photo of <asset0> on a table'\" "
                 f"({' '.join(err.message.split())}).")
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    options = [line for line in lines[1:] if not line.endswith(":")]
-    if getattr(err, "options", None) and options:  # a missing config choice: its group's options
+    options = getattr(err, "options", None)
+    if options:  # an unknown config choice: its group's options
         return f"{lines[0]}; choose one of {', '.join(options)}."
     cause = f" ({' '.join(str(err.__cause__).split())})" if err.__cause__ is not None else ""
     return " ".join(lines) + cause

@@ -1,4 +1,4 @@
-"""`bas-edit pipeline=outputs/<run>/pipeline image=room.jpg mask=region.png prompt='a photo of <asset0>'`."""
+"""`bas-edit pipeline=outputs/<run>/pipeline image=room.jpg mask=region.png "prompt='a photo of <asset0>'"`."""
 
 from __future__ import annotations
 

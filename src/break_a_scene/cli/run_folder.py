@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -39,7 +40,10 @@ HYDRA_RECORD = ".hydra"
 
 def _record(folder: Path) -> None:
     entries = sorted(child.name for child in folder.iterdir()) if folder.is_dir() else None
-    state = {"folder": str(folder), "entries": entries, "record_copy": None, "logs": {}}
+    first_new = folder  # the outermost folder that Hydra will make for this run
+    while not first_new.parent.exists():
+        first_new = first_new.parent
+    state = {"folder": str(folder), "entries": entries, "first_new": str(first_new), "record_copy": None, "logs": {}}
     if entries is not None and (folder / HYDRA_RECORD).is_dir():
         copy = tempfile.mkdtemp(prefix="bas-run-record-")
         atexit.register(shutil.rmtree, copy, ignore_errors=True)
@@ -59,6 +63,7 @@ class RunFolderGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if _other_rank():
             return
+        HydraConfig.instance().set_config(config)  # as Hydra does next: the folder may name ${hydra:...} values
         folder = Path(str(config.hydra.run.dir)).absolute()
         try:
             check_writable(folder, "hydra.run.dir")
@@ -121,8 +126,12 @@ def undo_run(output_dir: str | Path, keep_results: bool = False) -> None:
         new = before is None or child.name not in before
         if new and (not keep_results or child.name == HYDRA_RECORD or child.suffix == ".log"):
             _remove(child)
-    if before is None:
-        if not any(output_dir.iterdir()):
-            output_dir.rmdir()
-    else:
+    if before is not None:
         _restore_record(output_dir, state)
+        return
+    made = [output_dir, *output_dir.parents]  # this run's folder, and the ones Hydra made above it
+    made = made[: made.index(Path(state["first_new"])) + 1] if Path(state["first_new"]) in made else made[:1]
+    for path in made:
+        if any(path.iterdir()):
+            break
+        path.rmdir()

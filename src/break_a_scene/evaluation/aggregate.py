@@ -8,30 +8,29 @@ since images of one trained model are not independent.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.evaluation.runner import FAILED_FILE, ROWS_FILE
+from break_a_scene.evaluation.rows import META, ROWS_FILE, read_rows_file
+from break_a_scene.evaluation.runner import FAILED_FILE
 from break_a_scene.evaluation.stats import mean_ci, paired_difference
+from break_a_scene.inputs import read_json
 
-META = {"method", "scene", "train_seed", "prompt", "class_prompt", "tokens", "concepts", "sample_seed", "image"}
 AXES = {"paper": ("prompt_similarity", "identity_similarity"), "toyworld": ("prompt_following", "identity")}
 
 
 def load_rows(out_dir: str | Path) -> list[dict]:
     rows = []
     for path in sorted(Path(out_dir).rglob(ROWS_FILE)):
-        with path.open() as f:
-            rows.extend(csv.DictReader(f))
+        rows.extend(read_rows_file(path))
     return rows
 
 
 def load_failures(out_dir: str | Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir).rglob(FAILED_FILE))]
+    return [read_json(p, "failure record") for p in sorted(Path(out_dir).rglob(FAILED_FILE))]
 
 
 def metric_names(rows: list[dict]) -> list[str]:

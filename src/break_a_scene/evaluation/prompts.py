@@ -45,7 +45,7 @@ def read_templates(path: str | Path) -> tuple[str, ...]:
     """One template per line with a single `{}` where the tokens go; blank lines and `#` comments skipped."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"prompt file '{path}' does not exist (evaluation.prompts.file).")
+        raise UserInputError(f"prompt file '{path}' does not exist (evaluation.prompts.templates).")
     templates = []
     for number, line in enumerate(read_text(path, "prompt file").splitlines(), start=1):
         line = line.strip()

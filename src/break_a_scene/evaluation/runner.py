@@ -1,7 +1,9 @@
 """One evaluation trial: a method on a scene with a training seed. Train (or reuse the trial's exported
 pipeline), generate the prompt set with fixed seeds in batches, score, and append one row per image to the
-trial's `rows.csv`. Rerunning skips the rows already written. A crash is recorded in `failed.json` (and,
-by default, does not stop a sweep); `bas-aggregate` gathers every trial's rows.
+trial's `rows.csv`. Rerunning skips the rows already written. Everything a trial needs (scene, class names,
+prompts, the scorer's weights) is checked before it trains. In a sweep a failed trial is recorded in
+`failed.json` and, by default, does not stop the others; a single trial's user error ends the command (exit
+status 2). `bas-aggregate` gathers every trial's rows.
 
 Trial folder: <evaluation.out_dir>/<method_name>/<scene>/seed_<seed>/ (see conf/evaluate.yaml).
 """
@@ -21,11 +23,11 @@ from tqdm import tqdm
 from break_a_scene.errors import UserInputError
 from break_a_scene.evaluation.benchmark_sets import read_index, scene_folder
 from break_a_scene.evaluation.prompts import PAPER_TEMPLATES, EvalPrompt, prompt_set, read_templates
+from break_a_scene.evaluation.rows import ROWS_FILE, read_rows_file
 from break_a_scene.export import MANIFEST, read_manifest
 from break_a_scene.scene import SceneTensors, image_to_tensor, load_scene, prepare_photos
 
 log = logging.getLogger(__name__)
-ROWS_FILE = "rows.csv"
 FAILED_FILE = "failed.json"
 SUMMARY_FILE = "summary.json"
 
@@ -44,6 +46,18 @@ def trial_prompts(cfg: DictConfig, folder: str, tokens: list[str], class_names: 
     templates = cfg.evaluation.prompts.templates
     templates = PAPER_TEMPLATES if templates == "paper" else read_templates(templates)
     return prompt_set(tokens, class_names, templates, cfg.evaluation.prompts.max_concepts)
+
+
+def _check_scorer(cfg: DictConfig) -> None:
+    """The scorer's weights can be found (the toy judge, or the paper's CLIP, DINO and segmenter)."""
+    if cfg.evaluation.world == "toyworld":
+        if not Path(cfg.evaluation.judge).is_file():
+            raise UserInputError(f"evaluation.judge='{cfg.evaluation.judge}' does not exist; point it at the toy "
+                                 f"world's judge (the package ships assets/toyworld/judge.pt).")
+        return
+    from break_a_scene.evaluation.scorers import check_paper_weights
+
+    check_paper_weights(cfg.evaluation)
 
 
 def _scorer(cfg: DictConfig, folder: str, photos: list[SceneTensors], tokens: list[str], class_names: list[str]):
@@ -66,8 +80,7 @@ def _scorer(cfg: DictConfig, folder: str, photos: list[SceneTensors], tokens: li
 def _done_keys(rows: Path) -> set[tuple[str, int]]:
     if not rows.is_file():
         return set()
-    with rows.open() as f:
-        return {(row["prompt"], int(row["sample_seed"])) for row in csv.DictReader(f)}
+    return {(row["prompt"], int(row["sample_seed"])) for row in read_rows_file(rows)}
 
 
 def _trial_tokens(cfg: DictConfig, pipeline_dir: Path, num_concepts: int) -> list[str]:
@@ -103,6 +116,7 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     todo = [(p, s) for p, s in jobs if (p.prompt, s) not in done]
     if not todo:  # complete, even when its pipeline was deleted or only the rows were kept
         return 0
+    _check_scorer(cfg)
     if not (pipeline_dir / MANIFEST).is_file():
         log.info("training %s on %s", cfg.method_name, folder)
         train(cfg)
@@ -153,22 +167,34 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     return written
 
 
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_trial(cfg: DictConfig) -> Path:
-    """Evaluate one trial; a crash is written to failed.json and, with evaluation.continue_on_error, swallowed
-    so that a sweep goes on with its other trials."""
+    """Evaluate one trial. In a sweep, a failure is written to failed.json and, with
+    evaluation.continue_on_error, the sweep goes on with its other trials. A single trial's user error is
+    raised as it is (one line, exit status 2, nothing recorded); its crash is recorded, then raised."""
     trial = Path(cfg.paths.output_dir)
     if cfg.benchmark.root:
         with open_dict(cfg):
             cfg.data.scene.folder = scene_folder(cfg.benchmark.root, cfg.benchmark.scene_index)
+    sweep = _in_sweep()
     try:
         written = evaluate_trial(cfg, trial)
         (trial / FAILED_FILE).unlink(missing_ok=True)
         log.info("%s: %d new rows in %s", trial, written, trial / ROWS_FILE)
     except Exception as err:
+        if isinstance(err, UserInputError) and not sweep:
+            raise
+        trial.mkdir(parents=True, exist_ok=True)
         (trial / FAILED_FILE).write_text(json.dumps({
             "method": cfg.method_name, "scene": str(cfg.data.scene.folder), "train_seed": cfg.seed,
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}, indent=1))
         log.error("trial %s failed: %s (recorded in %s)", trial, err, trial / FAILED_FILE)
-        if not cfg.evaluation.continue_on_error:
+        if not (sweep and cfg.evaluation.continue_on_error):
             raise
     return trial

@@ -7,10 +7,13 @@ attention maps) and returns {metric name: one value per image}. It also accumula
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from break_a_scene.errors import UserInputError
 from break_a_scene.evaluation.metrics import (
     ConceptAccuracy,
     IdentitySimilarity,
@@ -94,6 +97,33 @@ class ToyScorer:
         values["attention_iou"] = [attention_iou(p.target, s.attention, images.shape[-1])
                                    for p, s in zip(prompts, samples)]
         return values
+
+
+def check_paper_weights(cfg: DictConfig) -> None:
+    """The paper scorer's weights are where `evaluation.*` says, found before a trial trains (they are loaded
+    after it). A missing download is named with the setting that points elsewhere; nothing is loaded here."""
+    from break_a_scene.models import resolve_model_dir
+
+    clip = cfg.clip
+    model_name, pretrained = str(clip.model_name), clip.get("pretrained")
+    if model_name.startswith("local-dir:"):
+        if not Path(model_name.removeprefix("local-dir:")).is_dir():
+            raise UserInputError(f"evaluation.clip.model_name={model_name}: no such folder; point it at a folder "
+                                 f"holding open_clip_config.json and the weights.")
+    elif model_name.startswith("hf-hub:"):
+        resolve_model_dir(model_name.removeprefix("hf-hub:"), setting="evaluation.clip.model_name",
+                          expected="local-dir:<a folder with open_clip_config.json and the weights>")
+    elif pretrained and not Path(str(pretrained)).is_file():
+        import open_clip
+
+        hub = (open_clip.get_pretrained_cfg(model_name, str(pretrained)) or {}).get("hf_hub")
+        if hub:
+            resolve_model_dir(hub.strip("/"), setting="evaluation.clip.pretrained", expected="a local checkpoint file")
+    resolve_model_dir(cfg.dino.name_or_path, setting="evaluation.dino.name_or_path",
+                      expected="a local folder with a ViT's weights and preprocessor_config.json")
+    if cfg.segmenter.get("name_or_path"):
+        resolve_model_dir(cfg.segmenter.name_or_path, setting="evaluation.segmenter.name_or_path",
+                          expected="a local folder (or evaluation/segmenter=attention, which needs no model)")
 
 
 def build_paper_scorer(cfg: DictConfig, scene: list[SceneTensors], tokens: list[str], class_names: list[str],
