@@ -155,3 +155,14 @@ def test_a_failed_overwrite_leaves_the_earlier_run_as_it_was(scene_dir, tmp_path
     assert_one_line(err, "data.resolution=60 cannot be taken")
     after = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
     assert after == before  # its record (.hydra/), its log and its export, byte for byte
+
+
+def test_a_sweep_job_that_stops_on_a_user_error_removes_only_its_own_folder(scene_dir, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "notes.txt").write_text("mine")
+    code, err = run_entry(train_cli.main, ["-m", *FAST, f"data.scene.folder={scene_dir}", f"hydra.sweep.dir={sweep}",
+                                           "data.resolution=60"], capsys)
+    assert code == 2
+    assert_one_line(err, "data.resolution=60 cannot be taken")
+    assert (sweep / "notes.txt").read_text() == "mine" and not (sweep / "0").exists()

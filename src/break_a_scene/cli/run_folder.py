@@ -40,10 +40,13 @@ HYDRA_RECORD = ".hydra"
 
 def _record(folder: Path) -> None:
     entries = sorted(child.name for child in folder.iterdir()) if folder.is_dir() else None
-    first_new = folder  # the outermost folder that Hydra will make for this run
-    while not first_new.parent.exists():
-        first_new = first_new.parent
-    state = {"folder": str(folder), "entries": entries, "first_new": str(first_new), "record_copy": None, "logs": {}}
+    first_new = None  # the outermost folder that Hydra will make for this run
+    if entries is None:
+        first_new = folder
+        while not first_new.parent.exists():
+            first_new = first_new.parent
+    state = {"folder": str(folder), "entries": entries, "first_new": first_new and str(first_new),
+             "record_copy": None, "logs": {}}
     if entries is not None and (folder / HYDRA_RECORD).is_dir():
         copy = tempfile.mkdtemp(prefix="bas-run-record-")
         atexit.register(shutil.rmtree, copy, ignore_errors=True)
@@ -113,11 +116,12 @@ def undo_run(output_dir: str | Path, keep_results: bool = False) -> None:
         return
     output_dir = Path(output_dir).absolute()
     folder, before = Path(state["folder"]), state["entries"]
+    first_new = Path(state["first_new"]) if state["first_new"] else None
     if folder in output_dir.parents:  # a job of a multirun: its own subfolder, when the sweep made it
         top = output_dir.relative_to(folder).parts[0]
         if before is not None and top in before:
             return
-        before = None
+        before, first_new = None, first_new or folder / top
     elif output_dir != folder:
         return
     if not output_dir.is_dir():
@@ -130,7 +134,7 @@ def undo_run(output_dir: str | Path, keep_results: bool = False) -> None:
         _restore_record(output_dir, state)
         return
     made = [output_dir, *output_dir.parents]  # this run's folder, and the ones Hydra made above it
-    made = made[: made.index(Path(state["first_new"])) + 1] if Path(state["first_new"]) in made else made[:1]
+    made = made[: made.index(first_new) + 1] if first_new in made else made[:1]
     for path in made:
         if any(path.iterdir()):
             break
