@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from break_a_scene.config import ASSETS_DIR
-from break_a_scene.models import load_pretrained
+from break_a_scene.families.stable_diffusion import StableDiffusion
 from break_a_scene.toyworld.judges import load_judge
 from break_a_scene.toyworld.quality import measure, prompt_cases
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
     args = parser.parse_args()
-    pipe = load_pretrained(args.model).pipeline()
+    pipe = StableDiffusion.load(args.model).pipeline()
     judge = load_judge(args.judge)
     single, double = prompt_cases(args.prompts, 1, seed=1), prompt_cases(args.prompts, 2, seed=2)
     summary, per_prompt = {}, {}

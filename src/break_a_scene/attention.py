@@ -1,9 +1,10 @@
-"""Capturing cross-attention probabilities at the layers the attention loss uses, and nowhere else.
+"""Capturing cross-attention probabilities at the layers the attention loss uses, and nowhere else (which
+layers those are is the model family's to say).
 
 The released code replaced all attention processors with a plain softmax-matmul one and kept every map of
 resolution <= 32x32 with its graph, which disables fused attention everywhere (the 64x64 self-attention
 included) and is the source of its out-of-memory reports. Here only the chosen cross-attention layers run
-an explicit softmax; every other layer keeps the processor it had (SDPA). `released_capture_layers` gives
+an explicit softmax; every other layer keeps the processor it had (SDPA). A family's `released` capture gives
 the released behaviour back, for the benchmark's comparison row.
 """
 
@@ -12,61 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import UNet2DConditionModel
 
 
 def token_positions(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     """Index of each token id in its prompt: input_ids (B, T), token_ids (B, K) -> (B, K); -1 where absent."""
     hits = input_ids.unsqueeze(1) == token_ids.unsqueeze(2)  # (B, K, T)
     return torch.where(hits.any(dim=2), hits.float().argmax(dim=2), torch.full_like(token_ids, -1))
-
-
-@dataclass(frozen=True)
-class AttentionLayer:
-    name: str  # the processor key, e.g. "down_blocks.2.attentions.0.transformer_blocks.0.attn2.processor"
-    block: str  # "down", "mid" or "up"
-    resolution: int  # side of the square feature map the layer attends from
-    is_cross: bool
-
-
-def attention_layers(unet: UNet2DConditionModel, latent_size: int) -> list[AttentionLayer]:
-    """Every attention processor of the UNet with the feature-map side it runs at for `latent_size`."""
-    num_down = len(unet.config.block_out_channels)
-    layers = []
-    for name in unet.attn_processors:
-        parts = name.split(".")  # "down_blocks.2.attentions.0...attn2.processor" or "mid_block.attentions..."
-        block = parts[0].split("_")[0]
-        if block == "down":
-            level = int(parts[1])
-        elif block == "up":
-            level = num_down - 1 - int(parts[1])
-        else:
-            level = num_down - 1
-        layers.append(AttentionLayer(name, block, latent_size // 2**level, parts[-2] == "attn2"))
-    return layers
-
-
-def loss_layer_names(
-    unet: UNet2DConditionModel, latent_size: int, resolution: int, blocks: tuple[str, ...] = ("down", "up")
-) -> list[str]:
-    """Cross-attention layers at `resolution` in the given blocks (SD2.1-base at 512 px: 16x16, 5 layers)."""
-    names = [
-        layer.name
-        for layer in attention_layers(unet, latent_size)
-        if layer.is_cross and layer.block in blocks and layer.resolution == resolution
-    ]
-    if not names:
-        available = sorted({layer.resolution for layer in attention_layers(unet, latent_size) if layer.is_cross})
-        raise ValueError(
-            f"the UNet has no cross-attention layer at {resolution}x{resolution} in blocks {blocks} for latent "
-            f"side {latent_size}; cross-attention runs at {available}. Change method.attention_resolution_divisor."
-        )
-    return names
-
-
-def released_capture_layers(unet: UNet2DConditionModel, latent_size: int) -> list[str]:
-    """The layers whose maps the released code kept: every attention (self and cross) at <= latent/2."""
-    return [layer.name for layer in attention_layers(unet, latent_size) if layer.resolution <= latent_size // 2]
 
 
 @dataclass
@@ -86,7 +38,7 @@ class AttentionStore:
         """Mean over the given layers and their heads for the batch rows `rows`: (B', HW, T)."""
         missing = [name for name in names if name not in self.maps]
         if missing:
-            raise RuntimeError(f"no attention was captured for {missing[0]}; was the UNet run with capture on?")
+            raise RuntimeError(f"no attention was captured for {missing[0]}; was the denoiser run with capture on?")
         return torch.stack([self.maps[name][rows].mean(dim=1) for name in names]).mean(dim=0)
 
 
@@ -134,7 +86,8 @@ class CapturingAttnProcessor:
 
 
 class AttentionCapture:
-    """Installs capturing processors on some layers of a UNet and puts the previous ones back on removal.
+    """Installs capturing processors on some attention layers of a denoiser (anything with diffusers'
+    `attn_processors` / `set_attn_processor`) and puts the previous ones back on removal.
 
     `loss_layers` are the maps `token_maps` averages. By default only they are replaced and kept; the
     benchmark's released-code row keeps more (`keep`) and replaces every processor (`replace`).
@@ -142,28 +95,28 @@ class AttentionCapture:
 
     def __init__(
         self,
-        unet: UNet2DConditionModel,
+        model: torch.nn.Module,
         loss_layers: list[str],
         keep: list[str] | None = None,
         replace: list[str] | None = None,
     ):
-        self.unet = unet
+        self.model = model
         self.loss_layers = list(loss_layers)
         self.keep = list(keep) if keep is not None else list(loss_layers)
         self.replace = list(replace) if replace is not None else list(self.keep)
         if not set(self.loss_layers) <= set(self.keep) <= set(self.replace):
             raise ValueError("loss layers must be kept, and kept layers replaced")
         self.store = AttentionStore()
-        # made once, so a reinstalled capture is the same objects (a compiled UNet's guards still hold)
+        # made once, so a reinstalled capture is the same objects (a compiled denoiser's guards still hold)
         self.processors = {
             name: CapturingAttnProcessor(self.store, name, keep=name in self.keep) for name in self.replace
         }
         self._previous: dict | None = None
 
     def install(self) -> "AttentionCapture":
-        current = self.unet.attn_processors
+        current = self.model.attn_processors
         self._previous = dict(current)
-        self.unet.set_attn_processor({name: self.processors.get(name, proc) for name, proc in current.items()})
+        self.model.set_attn_processor({name: self.processors.get(name, proc) for name, proc in current.items()})
         return self
 
     @property
@@ -172,7 +125,7 @@ class AttentionCapture:
 
     def remove(self) -> None:
         if self._previous is not None:
-            self.unet.set_attn_processor(self._previous)
+            self.model.set_attn_processor(self._previous)
             self._previous = None
         self.store.clear()
 
@@ -184,7 +137,7 @@ class AttentionCapture:
 
     def token_maps(self, positions: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """Per-token maps averaged over the captured layers and heads, for the batch rows `rows` of the last
-        UNet call (training: the instance rows, before the class images; guidance: the conditional half).
+        denoiser call (training: the instance rows, before the class images; guidance: the conditional half).
 
         positions: (B, K) index of each token in the prompt (any value where padded), B the rows read.
         Returns (B, K, r, r) with r the loss layers' side.

@@ -24,7 +24,7 @@ from PIL import Image
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import read_manifest
 from break_a_scene.figures import heatmap_overlay, masks_overlay
-from break_a_scene.generate import check_prompts, load_trained_pipeline
+from break_a_scene.generate import check_prompts, export_family, load_trained_pipeline
 from break_a_scene.precision import set_tf32
 from break_a_scene.sampling import sample_images
 from break_a_scene.scene import SceneKeys, image_to_tensor, load_scene, prepare_scene
@@ -109,7 +109,8 @@ def edit(pipeline: str, image: str, mask: str, prompt: str, output_dir: str, num
     seeds = [seed + i for i in range(num_images)]
     samples = sample_images(pipe, [prompt] * num_images, seeds, resolution, num_inference_steps, guidance_scale,
                             batch_size, present if save_attention else None,
-                            manifest.get("attention_resolution_divisor", 4), progress, blend=blend)
+                            manifest.get("attention_resolution_divisor", 4), progress, blend=blend,
+                            family=export_family(manifest, pipe))
     outside = (pixel_mask == 0)[None]
     # the pixels of latent cells that hold no edited pixel: the blend returns them to the original's latents
     kept = F.interpolate(blend.mask, size=pixel_mask.shape, mode="nearest")[0] == 0

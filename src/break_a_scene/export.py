@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.families.base import ModelFamily
 from break_a_scene.inputs import read_json
 from break_a_scene.lora import LORA_WEIGHTS, TOKEN_EMBEDDINGS, adapted_modules, merged_lora, save_lora_asset
-from break_a_scene.models import DiffusionComponents, quiet_loading, read_model_index
+from break_a_scene.models import quiet_loading, read_model_index
 
 MANIFEST = "break_a_scene.json"
 LORA_FORMATS = ("asset", "fused", "both")
@@ -23,7 +24,7 @@ def check_lora_format(lora: str) -> None:
         raise UserInputError(f"callbacks.export.lora={lora!r}; use one of {', '.join(LORA_FORMATS)}.")
 
 
-def export_pipeline(components: DiffusionComponents, path: str | Path, manifest: dict, lora: str = "asset") -> Path:
+def export_pipeline(components: ModelFamily, path: str | Path, manifest: dict, lora: str = "asset") -> Path:
     """Write the export and its manifest to a temporary sibling, then move it into place in one rename.
 
     A model with LoRA adapters writes, by `lora`: the asset alone (manifest format "lora_asset", with the
@@ -31,7 +32,7 @@ def export_pipeline(components: DiffusionComponents, path: str | Path, manifest:
     check_lora_format(lora)
     adapted = bool(adapted_modules(components))
     asset, fused = adapted and lora in ("asset", "both"), not adapted or lora in ("fused", "both")
-    manifest = {**manifest, "format": "pipeline" if fused else "lora_asset"}
+    manifest = {**manifest, "format": "pipeline" if fused else "lora_asset", "family": components.qualified_name()}
     if asset:
         manifest["base_model"] = components.source
     final = Path(path)

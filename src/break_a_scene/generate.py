@@ -18,9 +18,10 @@ from diffusers import DiffusionPipeline
 
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import check_export_files, read_manifest
+from break_a_scene.families.base import ModelFamily, family_named
 from break_a_scene.figures import heatmap_overlay
 from break_a_scene.lora import load_lora_asset
-from break_a_scene.models import import_own_model_modules, quiet_loading, released_sampler, resolve_model_dir
+from break_a_scene.models import import_own_model_modules, quiet_loading, resolve_model_dir
 from break_a_scene.precision import set_tf32
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
@@ -70,6 +71,11 @@ def _asset_base(path: str | Path, base_model: str) -> Path:
         ) from None
 
 
+def export_family(manifest: dict, pipe: DiffusionPipeline) -> type[ModelFamily]:
+    """The model family an export was trained as (its manifest says; older exports: by its pipeline class)."""
+    return family_named(manifest.get("family"), type(pipe).__name__)
+
+
 def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32") -> DiffusionPipeline:
     """An exported pipeline, or a LoRA asset put onto its base model (which is loaded offline, with the
     released code's sampler as the export has)."""
@@ -82,7 +88,8 @@ def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "
         with quiet_loading():  # its own traceback log and loading bar would come before our one line
             pipe = DiffusionPipeline.from_pretrained(root, dtype=getattr(torch, dtype), local_files_only=True)
             if asset:
-                pipe.scheduler = released_sampler(pipe.scheduler.config)
+                family = export_family(manifest, pipe)
+                pipe.scheduler = family.inference_scheduler_for(pipe.scheduler.config)
                 load_lora_asset(pipe, Path(path), manifest["tokens"])
     except Exception as err:  # truncated weights, a damaged config, ...: the files, not us
         raise UserInputError(
@@ -126,7 +133,7 @@ def generate(
     samples = sample_images(
         pipe, [p for p, _ in jobs], [s for _, s in jobs], manifest["resolution"], num_inference_steps,
         guidance_scale, batch_size, tokens if save_attention else None,
-        manifest.get("attention_resolution_divisor", 4), progress,
+        manifest.get("attention_resolution_divisor", 4), progress, family=export_family(manifest, pipe),
     )
     with open(out / "samples.jsonl", "w") as index:
         for number, sample in enumerate(samples):

@@ -1,8 +1,8 @@
-"""LoRA phase 2 (`method.phase2_trainable=lora`): adapters instead of the whole UNet and text encoders.
+"""LoRA phase 2 (`method.phase2_trainable=lora`): adapters instead of the whole denoiser and text encoders.
 
 The released code's authors describe an extracted asset as "a text token plus LoRA weights"; MagicTailor
 (built on Break-A-Scene) and diffusers' pivotal tuning train LoRA in their second phase. Adapters go on the
-UNet's attention projections (the text encoders' optionally), through peft; the token rows keep training at
+denoiser's attention projections (the text encoders' optionally), through peft; the token rows keep training at
 `method.phase2_lr` (or stay frozen). The asset is small: the token rows in diffusers' textual-inversion
 form, one (N, d) tensor per text encoder, and the LoRA weights in the file `load_lora_weights` reads.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from break_a_scene.models import DiffusionComponents
+from break_a_scene.families.base import ModelFamily
 from break_a_scene.tokens import plain_token_embeddings
 
 TOKEN_EMBEDDINGS = "token_embeddings.safetensors"  # {text encoder attribute: (N, d)}, tokens in the manifest
@@ -43,10 +43,10 @@ def _config(settings: LoraSettings, targets: list[str]):
                       target_modules=list(targets), use_dora=settings.dora)
 
 
-def add_lora(components: DiffusionComponents, settings: LoraSettings) -> None:
-    """Adapters on the UNet (and with `text_encoders`, on every text encoder); B starts at zero, so the
+def add_lora(components: ModelFamily, settings: LoraSettings) -> None:
+    """Adapters on the denoiser (and with `text_encoders`, on every text encoder); B starts at zero, so the
     model computes exactly what it did before."""
-    components.unet.add_adapter(_config(settings, settings.target_modules))
+    components.denoiser.add_adapter(_config(settings, settings.target_modules))
     if settings.text_encoders:  # through peft itself: transformers' add_adapter asks for a newer peft
         from peft import inject_adapter_in_model
 
@@ -60,13 +60,13 @@ def lora_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [param for name, param in module.named_parameters() if ".lora_" in name]
 
 
-def adapted_modules(components: DiffusionComponents) -> dict[str, torch.nn.Module]:
+def adapted_modules(components: ModelFamily) -> dict[str, torch.nn.Module]:
     """{pipeline attribute: module} of the parts that carry LoRA adapters."""
-    parts = {"unet": components.unet, **dict(components.named_text_encoders())}
+    parts = {components.denoiser_name: components.denoiser, **dict(components.named_text_encoders())}
     return {name: module for name, module in parts.items() if lora_parameters(module)}
 
 
-def save_lora_asset(components: DiffusionComponents, token_ids: list[int], folder: Path) -> None:
+def save_lora_asset(components: ModelFamily, token_ids: list[int], folder: Path) -> None:
     """The token rows of every text encoder and the LoRA weights (with their rank and alpha) into `folder`."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -113,7 +113,7 @@ def _plain_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def merged_lora(components: DiffusionComponents):
+def merged_lora(components: ModelFamily):
     """Within the block the components hold plain modules with the adapters merged into their weights (what
     a fused export saves); afterwards the adapters are back and the base weights are bit for bit as before."""
     from peft.tuners.tuners_utils import BaseTunerLayer

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import DDPStrategy
 
-from break_a_scene.attention import AttentionCapture, loss_layer_names, released_capture_layers, token_positions
+from break_a_scene.attention import AttentionCapture, token_positions
+from break_a_scene.families.base import ModelFamily
 from break_a_scene.lora import LoraSettings, add_lora, lora_parameters
 from break_a_scene.losses import (
     attention_iou,
@@ -33,7 +34,6 @@ from break_a_scene.losses import (
     prior_preservation_loss,
     resize_masks,
 )
-from break_a_scene.models import DiffusionComponents
 from break_a_scene.optim import adamw
 from break_a_scene.precision import FrozenWeights, autocast_dtype
 from break_a_scene.tokens import (
@@ -80,7 +80,7 @@ class CallbackView(Protocol):
     phase: int
     device: torch.device
 
-    def inference_components(self) -> AbstractContextManager[DiffusionComponents]: ...
+    def inference_components(self) -> AbstractContextManager[ModelFamily]: ...
 
 
 @dataclass
@@ -107,7 +107,7 @@ def clip_grad_norm_with_(grads: list[torch.Tensor], max_norm: float, extra_sq: t
 class BreakASceneModule(L.LightningModule):
     def __init__(
         self,
-        components: DiffusionComponents,
+        components: ModelFamily,
         tokens: PlaceholderTokens,
         resolution: int,
         optimizer: OptimizerFactory = partial(adamw, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
@@ -141,18 +141,17 @@ class BreakASceneModule(L.LightningModule):
         self.run_info = dict(run_info or {})  # what the export's manifest and W&B record about the run
         self.facts = RunFacts(tokens, resolution, attention_resolution_divisor, phase1_steps, phase2_steps,
                               self.run_info)
-        self.noise_scheduler = components.noise_scheduler
         for name, encoder in components.named_text_encoders():  # text_encoder (and text_encoder_2 for SDXL)
             setattr(self, name, encoder)
         self.text_encoders = components.text_encoders  # a plain list: the attributes above register them
         self.vae = components.vae
-        self.unet = components.unet
+        setattr(self, components.denoiser_name, components.denoiser)  # "unet" or "transformer" in checkpoints
         self.components = components
         self.tokens = tokens
         self.optimizer_factory = optimizer
         self.phase = self.phase_at(0)
         self.frozen_weights: FrozenWeights | None = None  # set at fit start under mixed precision
-        self.unet_forward = self.unet.forward  # the training step's UNet call; compiled at fit start on request
+        self.denoiser_forward = self.denoiser.forward  # the step's denoiser call; compiled at fit start on request
         self.lora = LoraSettings(**(lora or {}))
         if "lora" in (phase1_trainable, phase2_trainable):
             add_lora(components, self.lora)
@@ -168,17 +167,18 @@ class BreakASceneModule(L.LightningModule):
         # the VAE posterior of each picture the steps see again and again (the scene, its flip, the class images)
         self.latent_cache: dict[str, object] | None = {} if cache_latents else None
         if lambda_attention > 0:
-            layers = loss_layer_names(self.unet, latent_size, self.attention_resolution)
-            keep = replace = None
-            if attention_capture == "released":
-                keep = released_capture_layers(self.unet, latent_size)
-                replace = list(self.unet.attn_processors)
-            self.capture = AttentionCapture(self.unet, layers, keep=keep, replace=replace)
+            self.capture = components.attention_capture(latent_size, self.attention_resolution,
+                                                        released=attention_capture == "released")
         if gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
+            self.denoiser.enable_gradient_checkpointing()
             for encoder in self.text_encoders:
                 enable = getattr(encoder, "activation_checkpointing_enable", None)  # transformers >= 5
                 (enable or encoder.gradient_checkpointing_enable)()
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The UNet or transformer (registered under the family's name for it, so checkpoints keep theirs)."""
+        return self.components.denoiser
 
     @property
     def total_steps(self) -> int:
@@ -214,7 +214,7 @@ class BreakASceneModule(L.LightningModule):
         return self.hparams.phase1_trainable if self.phase == 1 else self.hparams.phase2_trainable
 
     def _cross_attention_kv(self) -> list[torch.nn.Parameter]:
-        return [p for name, p in self.unet.named_parameters() if ".attn2.to_k." in name or ".attn2.to_v." in name]
+        return self.components.cross_attention_kv()
 
     @property
     def token_rows(self) -> list[torch.nn.Parameter]:
@@ -223,11 +223,11 @@ class BreakASceneModule(L.LightningModule):
         return [embedding.rows for embedding in embeddings]
 
     def _lora_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for part in (self.unet, *self.text_encoders) for p in lora_parameters(part)]
+        return [p for part in (self.denoiser, *self.text_encoders) for p in lora_parameters(part)]
 
     def _set_trainable(self) -> None:
         everything = self.trainable == "all"
-        self.unet.requires_grad_(everything)
+        self.denoiser.requires_grad_(everything)
         for encoder in self.text_encoders:
             encoder.requires_grad_(everything and not self.hparams.freeze_text_encoder)
         if self.trainable == "cross_attention_kv":
@@ -256,7 +256,7 @@ class BreakASceneModule(L.LightningModule):
                 groups.append({"params": self.token_rows, "lr": self.hparams.phase2_lr})
             return self.optimizer_factory(groups, lr=lr)
         encoders = [p for encoder in self.text_encoders for p in encoder.parameters()]
-        params = [p for p in (*self.unet.parameters(), *encoders) if p.requires_grad]
+        params = [p for p in (*self.denoiser.parameters(), *encoders) if p.requires_grad]
         return self.optimizer_factory(params, lr=lr)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -313,9 +313,9 @@ class BreakASceneModule(L.LightningModule):
         if self.hparams.low_precision_frozen and dtype is not None:
             self.frozen_weights = FrozenWeights(dtype)
             self.frozen_weights.update(self.parameters())
-        if self.hparams.compile_unet:  # the training forward only: sampling and the export use the plain UNet
-            self.unet_forward = torch.compile(
-                self.unet.forward, mode=self.hparams.compile_unet, backend=self.hparams.compile_backend
+        if self.hparams.compile_unet:  # the training forward only: sampling and the export use the plain denoiser
+            self.denoiser_forward = torch.compile(
+                self.denoiser.forward, mode=self.hparams.compile_unet, backend=self.hparams.compile_backend
             )
 
     def on_train_end(self) -> None:
@@ -393,16 +393,9 @@ class BreakASceneModule(L.LightningModule):
         with torch.no_grad():
             posterior = self._posterior(pixels, batch["latent_keys"])
             latents = posterior.sample(generator=generator) * self.components.latent_scale
-        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        timesteps = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator,
-            device=latents.device,
-        )
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        target = self.components.training_target(latents, noise, timesteps)
-
-        text, unet_inputs = self.components.encode_prompt(input_ids, self.hparams.resolution)
-        pred = self.unet_forward(noisy, timesteps, text, **unet_inputs, return_dict=False)[0]
+        noisy, timesteps, target = self.components.training_inputs(latents, generator)
+        conditioning = self.components.encode_prompt(input_ids, self.hparams.resolution)
+        pred = self.components.denoise(noisy, timesteps, conditioning, forward=self.denoiser_forward)
 
         pred_inst, target_inst = pred[:instances], target[:instances]
         if self.hparams.masked_loss:

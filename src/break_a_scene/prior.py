@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from break_a_scene.families.base import ModelFamily
 from break_a_scene.inputs import open_image
-from break_a_scene.models import DiffusionComponents
 from break_a_scene.sampling import sample_images
 from break_a_scene.scene import image_to_tensor
 
@@ -32,7 +32,7 @@ def list_class_images(folder: Path) -> list[Path]:
 
 
 def ensure_class_images(
-    components: DiffusionComponents,
+    components: ModelFamily,
     folder: str | Path,
     count: int,
     prompt: str,

@@ -1,5 +1,5 @@
-"""Sampling from a Stable Diffusion (or SDXL) pipeline, optionally with per-token cross-attention maps averaged
-over the denoising steps (the same layers the attention loss trains)."""
+"""Sampling from a family's diffusers pipeline, optionally with per-token attention maps averaged over the
+denoising steps (the same layers the attention loss trains, as the family captures them)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 
-from break_a_scene.attention import AttentionCapture, loss_layer_names, token_positions
+from break_a_scene.attention import token_positions
+from break_a_scene.families.base import ModelFamily
 from break_a_scene.losses import normalize_by_max
 from break_a_scene.tokens import tokenize
 
@@ -37,21 +38,24 @@ def sample_images(
     attention_resolution_divisor: int = 4,
     progress: bool = True,
     blend: Callable[[DiffusionPipeline, int, torch.Tensor, list[int]], torch.Tensor] | None = None,
+    family: type[ModelFamily] | None = None,
 ):
     """Yield one `Sample` per (prompt, seed) pair, in order, in batches of `batch_size`.
 
     Each image has its own generator seeded with its seed, so an image does not depend on the batch it
     was drawn in. With `attention_tokens`, each sample carries the maps of the tokens its prompt contains.
     `blend(pipe, step_index, latents, seeds)` may replace the latents after each step (local editing).
+    `family`: the pipeline's model family, which says how to capture its attention (needed for the maps).
     """
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
     device = pipe.device
     capture = None
     if attention_tokens:
+        if family is None:
+            raise ValueError("attention maps need the pipeline's model family")
         latent = resolution // pipe.vae_scale_factor
-        layers = loss_layer_names(pipe.unet, latent, latent // attention_resolution_divisor)
-        capture = AttentionCapture(pipe.unet, layers).install()
+        capture = family.pipeline_attention_capture(pipe, latent, latent // attention_resolution_divisor).install()
         ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(attention_tokens))
     try:
         bar = tqdm(total=len(prompts), desc="sampling", unit="img", disable=not progress)

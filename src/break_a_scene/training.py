@@ -19,7 +19,8 @@ from break_a_scene.checkpoints import check_checkpoint
 from break_a_scene.data import UnionSamplingDataModule
 from break_a_scene.errors import DiskFullError, UserInputError
 from break_a_scene.export import MANIFEST, check_export_target, check_lora_format
-from break_a_scene.models import DiffusionComponents, resolve_model_dir
+from break_a_scene.families.base import ModelFamily
+from break_a_scene.models import resolve_model_dir
 from break_a_scene.module import PHASE_KEY, BreakASceneModule
 from break_a_scene.optim import check_state_bits
 from break_a_scene.outputs import check_free_space, check_writable, free_bytes, is_disk_full
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class CheckedInputs:
     scene: Scene | ScenePhotos
-    components: DiffusionComponents
+    components: ModelFamily
     token_names: list[str]
     initializer_words: list[str] | None
 
@@ -125,14 +126,14 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     return CheckedInputs(scene, components, names, words)
 
 
-def _class_folder(cfg: DictConfig, components: DiffusionComponents) -> Path:
+def _class_folder(cfg: DictConfig, components: ModelFamily) -> Path:
     prior = cfg.data.prior_preservation
     return Path(prior.class_data_dir or default_class_dir(
         cfg.paths.cache_dir, components.source, prior.class_prompt, cfg.data.resolution
     ))
 
 
-def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
+def check_outputs(cfg: DictConfig, components: ModelFamily) -> None:
     """Every folder the run will write is writable, and the export replaces nothing that is not ours to
     replace, all found before any work is done."""
     for group in ("callbacks", "logger"):
@@ -160,14 +161,14 @@ def check_outputs(cfg: DictConfig, components: DiffusionComponents) -> None:
         check_writable(_class_folder(cfg, components), setting)
 
 
-def _check_room(components: DiffusionComponents, export_target: Path) -> None:
+def _check_room(components: ModelFamily, export_target: Path) -> None:
     """The export's disk can hold it (the model's weights; a LoRA asset is smaller). Checkpoints are not
     counted: a disk that fills up with them stops the run with what to free and how to resume."""
     weights = sum(p.numel() * p.element_size() for part in components.parts() for p in part.parameters())
     check_free_space(export_target, weights, "callbacks.export.dirpath", "the export")
 
 
-def _check_reloadable(components: DiffusionComponents) -> None:
+def _check_reloadable(components: ModelFamily) -> None:
     """A LoRA asset is loaded onto its base model later, so the base must be one that can be loaded again."""
     try:
         resolve_model_dir(components.source)
@@ -179,7 +180,7 @@ def _check_reloadable(components: DiffusionComponents) -> None:
         ) from None
 
 
-def prepare_class_images(cfg: DictConfig, components: DiffusionComponents):
+def prepare_class_images(cfg: DictConfig, components: ModelFamily):
     """The prior-preservation class images as a tensor (generated once into the cache when missing), or None."""
     prior = cfg.data.prior_preservation
     if not prior.enabled:

@@ -2,7 +2,8 @@
 
 import torch
 
-from break_a_scene.attention import AttentionCapture, loss_layer_names, token_positions
+from break_a_scene.attention import AttentionCapture, token_positions
+from break_a_scene.families.stable_diffusion import loss_layer_names
 from break_a_scene.losses import cross_attention_loss, resize_masks
 from break_a_scene.scene import load_scene, prepare_scene
 from break_a_scene.tokens import add_placeholder_tokens, tokenize

@@ -33,6 +33,6 @@ def test_compiled_unet_gives_the_eager_losses(tmp_path, scene_dir):
     eager, _ = run(tmp_path / "eager", scene_dir, [])
     compiled, module = run(tmp_path / "compiled", scene_dir, ["method.compile_unet=default",
                                                               "method.compile_backend=aot_eager"])
-    assert module.unet_forward is not module.unet.forward  # the step did go through torch.compile
+    assert module.denoiser_forward is not module.unet.forward  # the step did go through torch.compile
     assert len(compiled) == 3 and all(attention > 0 for _, attention in compiled)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.families.stable_diffusion import released_sampler
 from break_a_scene.generate import generate, load_trained_pipeline
-from break_a_scene.models import released_sampler
 from break_a_scene.training import build_run, train
 from tests.conftest import CONF
 from tests.helpers import FAST, compose_config
@@ -35,7 +35,8 @@ def _images(pipe, prompt: str) -> np.ndarray:
 @pytest.mark.parametrize("model", [pytest.param("tiny", marks=pytest.mark.slow), "tiny_sdxl"])
 def test_lora_asset_on_the_base_model_equals_the_fused_export(tmp_path, scene_dir, model):
     base_dir = _saved_base(tmp_path, model)
-    overrides = [*FAST, "model=sd21_base", f"model.components.pretrained_model_name_or_path={base_dir}",
+    family = {"tiny": "sd21_base", "tiny_sdxl": "sdxl"}[model]  # the model config of the saved folder's family
+    overrides = [*FAST, f"model={family}", f"model.components.pretrained_model_name_or_path={base_dir}",
                  "model.resolution=64", f"data.scene.folder={scene_dir}", *LORA, "callbacks.export.lora=both"]
     module = train(compose_config("train", overrides, tmp_path))
 

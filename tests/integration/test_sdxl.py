@@ -9,17 +9,16 @@ from diffusers import DiffusionPipeline, StableDiffusionXLPipeline, UNet2DCondit
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from break_a_scene.attention import loss_layer_names
 from break_a_scene.errors import UserInputError
-from break_a_scene.models import load_pretrained
+from break_a_scene.families.sdxl import StableDiffusionXL, unet_config
+from break_a_scene.families.stable_diffusion import StableDiffusion, loss_layer_names
 from break_a_scene.sampling import sample_images
-from break_a_scene.sdxl import StableDiffusionXLComponents, unet_config
 from break_a_scene.training import train
 from tests.conftest import CONF
 from tests.helpers import FAST, compose_config
 
 
-def tiny_sdxl() -> StableDiffusionXLComponents:
+def tiny_sdxl() -> StableDiffusionXL:
     return instantiate(OmegaConf.load(CONF / "model" / "tiny_sdxl.yaml").components)
 
 
@@ -54,17 +53,20 @@ def test_loss_layers_of_the_real_sdxl_unet(resolution, side):
     assert len(loss_layer_names(unet, latent, latent // 2)) == 2 * 2 + 3 * 2  # the 2-block level
 
 
-def test_load_pretrained_knows_the_family(tmp_path):
+def test_each_family_loads_its_own_folders(tmp_path):
     parts = tiny_sdxl()
     parts.save_pipeline(tmp_path / "sdxl")
-    loaded = load_pretrained(str(tmp_path / "sdxl"))
-    assert isinstance(loaded, StableDiffusionXLComponents)
+    loaded = StableDiffusionXL.load(str(tmp_path / "sdxl"))
+    assert isinstance(loaded, StableDiffusionXL)
     assert torch.equal(loaded.text_encoder_2.text_projection.weight, parts.text_encoder_2.text_projection.weight)
     for path in (tmp_path / "sdxl" / "text_encoder_2").iterdir():
         path.unlink()
     (tmp_path / "sdxl" / "text_encoder_2").rmdir()
+    with pytest.raises(UserInputError, match="holds a StableDiffusionXLPipeline, but this model config loads a "
+                                             "StableDiffusionPipeline"):
+        StableDiffusion.load(str(tmp_path / "sdxl"))
     with pytest.raises(UserInputError, match="StableDiffusionXLPipeline directory: it lacks text_encoder_2/"):
-        load_pretrained(str(tmp_path / "sdxl"))
+        StableDiffusionXL.load(str(tmp_path / "sdxl"))
 
 
 @pytest.mark.slow  # the default suite trains tiny SDXL through both phases in test_lora.py
@@ -92,6 +94,6 @@ def test_tiny_sdxl_trains_both_phases_exports_and_generates(tmp_path, scene_dir)
     trained = module.text_encoder_2.get_input_embeddings().weight
     assert torch.equal(pipe.text_encoder_2.get_input_embeddings().weight[49408:], trained[49408:])
     samples = list(sample_images(pipe, ["a photo of <asset0> and <asset1>"], [0], 64, 2, 5.0, 1,
-                                 ["<asset0>", "<asset1>"], 4, progress=False))
+                                 ["<asset0>", "<asset1>"], 4, progress=False, family=StableDiffusionXL))
     assert samples[0].image.size == (64, 64)
     assert {token: m.shape for token, m in samples[0].attention.items()} == {"<asset0>": (8, 8), "<asset1>": (8, 8)}

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from break_a_scene.config import ASSETS_DIR, config_dir
-from break_a_scene.models import load_pretrained
+from break_a_scene.families.stable_diffusion import StableDiffusion
 from break_a_scene.toyworld.judges import load_judge
 from break_a_scene.toyworld.quality import measure, prompt_cases
 
@@ -28,7 +28,7 @@ def test_a_sample_of_prompts_is_judged_as_the_file_says():
     count = 8  # of each kind: the file's first rows (same prompts, same seeds)
     rows = QUALITY["rows"][f"guidance {GUIDANCE}"]
     shipped = rows[:count] + rows[QUALITY["prompts_per_kind"]:][:count]
-    pipe = load_pretrained(str(ASSETS_DIR / "toyworld" / "model")).pipeline()
+    pipe = StableDiffusion.load(str(ASSETS_DIR / "toyworld" / "model")).pipeline()
     judge = load_judge(ASSETS_DIR / "toyworld" / "judge.pt")
     with torch.no_grad():
         again = (measure(pipe, judge, prompt_cases(count, 1, seed=1), GUIDANCE, QUALITY["steps"])

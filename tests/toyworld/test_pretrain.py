@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from break_a_scene.models import load_pretrained
+from break_a_scene.families.stable_diffusion import StableDiffusion
 from tests.integration.test_cli import run
 
 
@@ -30,7 +30,7 @@ def test_pretrain_resume_and_export(tmp_path):
     index = json.loads((model / "model_index.json").read_text())
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
     assert index["vae"] == ["break_a_scene.toyworld.pixel_vae", "PixelShuffleVAE"]
-    parts = load_pretrained(str(model))
+    parts = StableDiffusion.load(str(model))
     assert parts.unet.dtype == torch.float32  # shipped fp16, loaded fp32 for training
     assert parts.latent_scale == stage["latent_scale"]
     assert len(parts.tokenizer) < 1000 and parts.text_encoder.config.vocab_size == len(parts.tokenizer)
@@ -42,12 +42,12 @@ def test_continue_from_exported_weights(tmp_path):
             "trainer.enable_model_summary=false", "logger=none"]
     first = run("bas-pretrain", *base, "unet.steps=1", f"hydra.run.dir={tmp_path / 'a'}")
     assert first.returncode == 0, first.stderr[-3000:]
-    exported = load_pretrained(str(tmp_path / "a" / "toyworld_model"))
+    exported = StableDiffusion.load(str(tmp_path / "a" / "toyworld_model"))
     again = run("bas-pretrain", *base, "unet.steps=1", f"init_from={tmp_path / 'a' / 'toyworld_model'}", "seed=1",
                 f"hydra.run.dir={tmp_path / 'b'}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert not (tmp_path / "b" / "vae_stage.pt").exists()  # the exported VAE and its scale are reused
-    continued = load_pretrained(str(tmp_path / "b" / "toyworld_model"))
+    continued = StableDiffusion.load(str(tmp_path / "b" / "toyworld_model"))
     assert continued.latent_scale == exported.latent_scale
     changed = [not torch.equal(a, b) for a, b in zip(exported.unet.parameters(), continued.unet.parameters())]
     assert any(changed)
@@ -81,8 +81,8 @@ def test_shipped_recipe_two_stages(tmp_path):
                            "unet.num_workers=0", "vae.steps=1", "logger=none", "trainer.enable_progress_bar=false",
                            "trainer.enable_model_summary=false"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    first = load_pretrained(str(tmp_path / "stage1" / "toyworld_model")).noise_scheduler.config
-    second = load_pretrained(str(tmp_path / "stage2" / "toyworld_model")).noise_scheduler.config
+    first = StableDiffusion.load(str(tmp_path / "stage1" / "toyworld_model")).noise_scheduler.config
+    second = StableDiffusion.load(str(tmp_path / "stage2" / "toyworld_model")).noise_scheduler.config
     settings = [(c.prediction_type, c.rescale_betas_zero_snr, c.timestep_spacing) for c in (first, second)]
     assert settings == [("epsilon", False, "leading"), ("v_prediction", True, "trailing")]
 

@@ -4,7 +4,9 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 from omegaconf import OmegaConf
 
-from break_a_scene.attention import AttentionCapture, attention_layers, loss_layer_names, released_capture_layers
+from break_a_scene.attention import AttentionCapture
+from break_a_scene.families.stable_diffusion import loss_layer_names, released_capture_layers
+from break_a_scene.families.stable_diffusion import unet_attention_layers as attention_layers
 from tests.conftest import CONF
 
 

@@ -2,14 +2,14 @@ import pytest
 import torch
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.models import load_pretrained
+from break_a_scene.families.stable_diffusion import StableDiffusion
 from tests.conftest import tiny_components
 
 
 def test_missing_weights_message_says_what_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(UserInputError) as err:
-        load_pretrained("stabilityai/stable-diffusion-2-1-base")
+        StableDiffusion.load("stabilityai/stable-diffusion-2-1-base")
     text = str(err.value)
     assert "'stabilityai/stable-diffusion-2-1-base' were not found" in text
     assert "hf download stabilityai/stable-diffusion-2-1-base" in text
@@ -19,14 +19,14 @@ def test_missing_weights_message_says_what_and_where(tmp_path, monkeypatch):
 def test_directory_that_is_not_a_pipeline(tmp_path):
     (tmp_path / "unet").mkdir()
     with pytest.raises(UserInputError, match="lacks tokenizer, text_encoder, vae, scheduler/"):
-        load_pretrained(str(tmp_path))
+        StableDiffusion.load(str(tmp_path))
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_saved_tiny_pipeline_loads_like_sd(tmp_path, prediction_type):
     built = tiny_components(prediction_type=prediction_type)
     built.save_pipeline(tmp_path / "pipe")
-    loaded = load_pretrained(str(tmp_path / "pipe"))
+    loaded = StableDiffusion.load(str(tmp_path / "pipe"))
     assert loaded.prediction_type == prediction_type
     assert loaded.latent_scale == 0.18215 and loaded.vae_scale_factor == 2
     assert len(loaded.tokenizer) == 49408 and loaded.tokenizer.model_max_length == 77
@@ -43,7 +43,7 @@ def test_hub_id_resolves_from_the_local_cache(tmp_path, monkeypatch):
     (cache / "models--someone--tiny-sd" / "refs").mkdir()
     (cache / "models--someone--tiny-sd" / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
-    loaded = load_pretrained("someone/tiny-sd")
+    loaded = StableDiffusion.load("someone/tiny-sd")
     assert loaded.source == "someone/tiny-sd" and len(loaded.tokenizer) == 49408
 
 

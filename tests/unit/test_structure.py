@@ -9,7 +9,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "break_a_scene"
 CORE = ["models", "scene", "data", "module", "attention", "losses", "tokens", "export", "generate", "sampling", "optim",
         "precision", "prior", "training", "config", "outputs", "figures", "report", "clip_tokenizer", "errors",
-        "callbacks", "sdxl", "lora", "masks", "editing", "inputs", "checkpoints"]
+        "callbacks", "families", "lora", "masks", "editing", "inputs", "checkpoints"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -51,3 +51,19 @@ def test_callbacks_read_the_module_only_through_its_callback_view():
                     "module", "pl_module"):
                 read.add((file.name, node.attr))
     assert read and {attr for _, attr in read} <= allowed, sorted(read)
+
+
+def test_only_model_families_know_the_denoiser_is_a_unet():
+    """Outside `families/`, no code reads `.unet` or names a UNet's cross-attention (`attn2`): the method
+    reaches the denoiser through its family (tests/integration/test_families.py adds one)."""
+    found = []
+    for file in sorted(PACKAGE.rglob("*.py")):
+        if file.parent.name == "families":
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            config = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "cfg"
+            if isinstance(node, ast.Attribute) and node.attr == "unet" and not config:  # cfg.unet: a config node
+                found.append(f"{file.name}:{node.lineno}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ".attn2." in node.value:
+                found.append(f"{file.name}:{node.lineno}")
+    assert not found, found

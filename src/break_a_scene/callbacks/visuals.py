@@ -119,6 +119,7 @@ class SampleLogger(L.Callback):
                 components.pipeline(), prompts, seeds, module.facts.resolution,
                 self.num_inference_steps, self.guidance_scale, batch_size=len(prompts), attention_tokens=tokens,
                 attention_resolution_divisor=module.facts.attention_resolution_divisor, progress=False,
+                family=type(components),
             ))
         blank = Image.new("RGB", (8, 8), "white")
         rows = [

@@ -95,7 +95,7 @@ def _trial_tokens(cfg: DictConfig, pipeline_dir: Path, num_concepts: int) -> lis
 
 def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     """Returns the number of rows written now (0 when the trial was already complete)."""
-    from break_a_scene.generate import load_trained_pipeline
+    from break_a_scene.generate import export_family, load_trained_pipeline
     from break_a_scene.sampling import sample_images
     from break_a_scene.training import train
 
@@ -137,7 +137,7 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
         samples = list(sample_images(
             pipe, [p.prompt for p, _ in chunk], [s for _, s in chunk], resolution, ev.num_inference_steps,
             ev.guidance_scale, ev.batch_size, tokens if scorer.needs_attention else None,
-            manifest.get("attention_resolution_divisor", 4), progress=False))
+            manifest.get("attention_resolution_divisor", 4), progress=False, family=export_family(manifest, pipe)))
         images = torch.stack([(image_to_tensor(s.image, resolution) + 1) / 2 for s in samples])
         values = scorer(images, [p for p, _ in chunk], samples)
         rows = []

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from break_a_scene.checkpoints import check_checkpoint
 from break_a_scene.errors import UserInputError
-from break_a_scene.models import DiffusionComponents
+from break_a_scene.families.stable_diffusion import StableDiffusion
 from break_a_scene.scene import image_to_tensor
 from break_a_scene.toyworld.world import caption, render, sample_scene
 
@@ -48,7 +48,7 @@ class ToyCaptions(Dataset):
         return image_to_tensor(image, self.size), text
 
 
-def fit_vae(components: DiffusionComponents, steps: int, batch_size: int = 64, lr: float = 1e-3,
+def fit_vae(components: StableDiffusion, steps: int, batch_size: int = 64, lr: float = 1e-3,
             kl_weight: float = 1e-6, seed: int = 0, size: int = 32) -> dict:
     """Train the VAE to reconstruct scenes (nothing to train for the exact PixelShuffleVAE), then set its
     latent scale to 1 / std of the latents, as SD's 0.18215 was chosen. Returns the reconstruction MSE
@@ -80,29 +80,26 @@ def fit_vae(components: DiffusionComponents, steps: int, batch_size: int = 64, l
 class ToyWorldPretraining(L.LightningModule):
     """Text-to-image diffusion training of the UNet and text encoder on toy captions (VAE frozen)."""
 
-    def __init__(self, components: DiffusionComponents, lr: float = 3e-4, weight_decay: float = 1e-2):
+    def __init__(self, components: StableDiffusion, lr: float = 3e-4, weight_decay: float = 1e-2):
         super().__init__()
         self.save_hyperparameters(ignore=["components"])
         self.components = components
-        self.unet, self.text_encoder, self.vae = components.unet, components.text_encoder, components.vae
+        setattr(self, components.denoiser_name, components.denoiser)
+        self.text_encoder, self.vae = components.text_encoder, components.vae
         self.vae.requires_grad_(False)
 
     def configure_optimizers(self):
-        params = [*self.unet.parameters(), *self.text_encoder.parameters()]
+        params = [*self.components.denoiser.parameters(), *self.text_encoder.parameters()]
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, captions = batch
         with torch.no_grad():
             latents = self.vae.encode(images).latent_dist.sample() * self.components.latent_scale
-        noise = torch.randn_like(latents)
-        scheduler = self.components.noise_scheduler
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
-        text, unet_inputs = self.components.encode_prompt(self.components.tokenize(list(captions)).to(self.device),
-                                                          images.shape[-1])
-        pred = self.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, text, **unet_inputs)
-        target = self.components.training_target(latents, noise, timesteps)
-        loss = F.mse_loss(pred.sample, target)
+        noisy, timesteps, target = self.components.training_inputs(latents, generator=None)  # the global RNG
+        conditioning = self.components.encode_prompt(self.components.tokenize(list(captions)).to(self.device),
+                                                     images.shape[-1])
+        loss = F.mse_loss(self.components.denoise(noisy, timesteps, conditioning), target)
         self.log("loss", loss, prog_bar=True)
         return loss
 
@@ -141,7 +138,7 @@ def _read_vae_stage(stage_file: Path) -> dict:
     return state
 
 
-def _vae_stage(components: DiffusionComponents, cfg) -> None:
+def _vae_stage(components: StableDiffusion, cfg) -> None:
     """Train (or reload from the run folder) the VAE and its latent scale."""
     stage_file = vae_state_path(cfg.paths.output_dir)
     if stage_file.is_file():
@@ -157,7 +154,7 @@ def _vae_stage(components: DiffusionComponents, cfg) -> None:
     log.info("VAE stage: reconstruction MSE %.5f, latent scale %.4f", summary["vae_mse"], summary["latent_scale"])
 
 
-def apply_noise_schedule(components: DiffusionComponents, settings: dict | None) -> None:
+def apply_noise_schedule(components: StableDiffusion, settings: dict | None) -> None:
     """Train under the model's schedule with `settings` (DDPMScheduler arguments) changed; the export carries
     them, so sampling and Break-A-Scene training on the model use the same schedule."""
     if settings:
@@ -170,12 +167,11 @@ def pretrain(cfg) -> Path:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 
-    from break_a_scene.models import load_pretrained
 
     check_checkpoint(cfg.get("ckpt_path"), "bas-pretrain")
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("init_from"):  # continue from exported weights, with a fresh optimizer and EMA
-        components = load_pretrained(cfg.init_from)
+        components = StableDiffusion.load(cfg.init_from)
         log.info("initialised from %s (latent scale %.4f)", cfg.init_from, components.latent_scale)
     else:
         components = instantiate(cfg.model.components)
@@ -199,7 +195,7 @@ def pretrain(cfg) -> Path:
                           logger=loggers or False, enable_checkpointing=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     export = Path(cfg.export_dir)
-    for part in (components.unet, components.text_encoder, components.vae):
+    for part in components.parts():
         part.to(torch.float16)
     components.save_pipeline(export)
     log.info("exported the EMA weights (fp16) to %s", export)

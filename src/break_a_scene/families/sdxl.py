@@ -1,4 +1,4 @@
-"""Stable Diffusion XL as a model family: two tokenizers and text encoders, each placeholder token in both.
+"""Stable Diffusion XL: two tokenizers and text encoders, each placeholder token in both.
 
 The UNet is conditioned as `StableDiffusionXLPipeline` conditions it, so that training and sampling agree:
 the penultimate hidden states of both encoders side by side (768 + 1280 = 2048 wide for the real model),
@@ -15,19 +15,20 @@ from typing import ClassVar
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
-from break_a_scene.models import DiffusionComponents, sd_noise_scheduler
+from break_a_scene.families.base import Conditioning
+from break_a_scene.families.stable_diffusion import StableDiffusion, clip_text_config, sd_noise_scheduler
 
 
 @dataclass
-class StableDiffusionXLComponents(DiffusionComponents):
+class StableDiffusionXL(StableDiffusion):
     tokenizer_2: CLIPTokenizer | None = None
     text_encoder_2: CLIPTextModelWithProjection | None = None
 
     pipeline_class: ClassVar[type] = StableDiffusionXLPipeline
-    subfolders: ClassVar[tuple[str, ...]] = (*DiffusionComponents.subfolders, "tokenizer_2", "text_encoder_2")
+    subfolders: ClassVar[tuple[str, ...]] = (*StableDiffusion.subfolders, "tokenizer_2", "text_encoder_2")
 
     def __post_init__(self) -> None:
         if self.tokenizer_2 is None or self.text_encoder_2 is None:
@@ -43,6 +44,25 @@ class StableDiffusionXLComponents(DiffusionComponents):
             ),
         }
 
+    @classmethod
+    def build(cls, text_encoder: dict, text_encoder_2: dict, vae: dict, unet: dict, prediction_type: str = "epsilon",
+              seed: int = 0, source: str = "built from config", device: str = "cpu") -> "StableDiffusionXL":
+        """Random-init SDXL-shaped parts from config dicts, deterministic for a seed, with the real CLIP
+        tokenizers (SDXL's first pads with <|endoftext|>, its second with '!')."""
+        torch.manual_seed(seed)
+        tokenizer, tokenizer_2 = build_clip_tokenizer("<|endoftext|>"), build_clip_tokenizer("!")
+        with torch.device(device):
+            return cls(
+                tokenizer=tokenizer,
+                text_encoder=CLIPTextModel(clip_text_config(tokenizer, text_encoder)),
+                vae=AutoencoderKL(**vae),
+                unet=UNet2DConditionModel(**unet_config(unet, text_encoder, text_encoder_2)),
+                noise_scheduler=sd_noise_scheduler(prediction_type),
+                source=source,
+                tokenizer_2=tokenizer_2,
+                text_encoder_2=CLIPTextModelWithProjection(clip_text_config(tokenizer_2, text_encoder_2)),
+            )
+
     def named_text_encoders(self) -> list[tuple[str, torch.nn.Module]]:
         return [("text_encoder", self.text_encoder), ("text_encoder_2", self.text_encoder_2)]
 
@@ -50,7 +70,7 @@ class StableDiffusionXLComponents(DiffusionComponents):
     def tokenizers(self) -> list[CLIPTokenizer]:
         return [self.tokenizer, self.tokenizer_2]
 
-    def encode_prompt(self, input_ids: torch.Tensor, resolution: int) -> tuple[torch.Tensor, dict]:
+    def encode_prompt(self, input_ids: torch.Tensor, resolution: int) -> Conditioning:
         first = self.text_encoder(input_ids[:, 0], output_hidden_states=True)
         second = self.text_encoder_2(input_ids[:, 1], output_hidden_states=True)
         hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
@@ -72,30 +92,3 @@ def unet_config(unet: dict, text_encoder: dict, text_encoder_2: dict) -> dict:
             "addition_embed_type": "text_time",
             "projection_class_embeddings_input_dim": 6 * unet["addition_time_embed_dim"]
             + text_encoder_2["projection_dim"]}
-
-
-def build_sdxl_from_configs(
-    text_encoder: dict, text_encoder_2: dict, vae: dict, unet: dict, prediction_type: str = "epsilon",
-    seed: int = 0, source: str = "built from config", device: str = "cpu",
-) -> StableDiffusionXLComponents:
-    """Random-init SDXL-shaped parts from config dicts, deterministic for a seed, with the real CLIP
-    tokenizers (SDXL's first pads with <|endoftext|>, its second with '!')."""
-    torch.manual_seed(seed)
-    tokenizer, tokenizer_2 = build_clip_tokenizer("<|endoftext|>"), build_clip_tokenizer("!")
-
-    def text_config(tokenizer: CLIPTokenizer, sizes: dict) -> CLIPTextConfig:
-        return CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id, **sizes)
-
-    with torch.device(device):
-        return StableDiffusionXLComponents(
-            tokenizer=tokenizer,
-            text_encoder=CLIPTextModel(text_config(tokenizer, text_encoder)),
-            vae=AutoencoderKL(**vae),
-            unet=UNet2DConditionModel(**unet_config(unet, text_encoder, text_encoder_2)),
-            noise_scheduler=sd_noise_scheduler(prediction_type),
-            source=source,
-            tokenizer_2=tokenizer_2,
-            text_encoder_2=CLIPTextModelWithProjection(text_config(tokenizer_2, text_encoder_2)),
-        )
