@@ -5,6 +5,9 @@ attention maps, with no change to the package."""
 from __future__ import annotations
 
 import json
+import sys
+
+import pytest
 
 from break_a_scene.generate import generate
 from break_a_scene.training import train
@@ -28,3 +31,20 @@ def test_a_family_from_the_test_folder_trains_exports_and_generates(tmp_path, sc
     records = generate(str(pipeline), str(tmp_path / "samples"), ["a photo of <asset0>"], num_images_per_prompt=1,
                        num_inference_steps=2, device="cpu", progress=False)
     assert records[0]["attention"] == {"<asset0>": "0000_attn_asset0.png"}
+
+
+def test_an_export_finds_its_family_only_where_it_is_safe(tiny_export, tmp_path):
+    """By the manifest's name: a family of the package, or of a module already imported (this test imported
+    the throwaway one); never a module the manifest would make Python import. Without a name (older exports):
+    the package's family of the pipeline class, whatever other families the process has imported."""
+    from break_a_scene.errors import UserInputError
+    from break_a_scene.families.base import family_named
+    from break_a_scene.families.stable_diffusion import StableDiffusion
+
+    assert family_named("tests.families.throwaway.Throwaway", "StableDiffusionPipeline") is Throwaway
+    assert family_named(None, "StableDiffusionPipeline") is StableDiffusion
+    assert family_named(StableDiffusion.qualified_name(), "StableDiffusionPipeline") is StableDiffusion
+    with pytest.raises(UserInputError, match="neither one of break_a_scene.families nor imported"):
+        family_named("this.Family", "StableDiffusionPipeline")
+    assert "this" not in sys.modules
+    assert json.loads((tiny_export / "break_a_scene.json").read_text())["family"] == StableDiffusion.qualified_name()

@@ -225,8 +225,9 @@ def _builtin_families() -> list[type[ModelFamily]]:
     found, todo = [], list(ModelFamily.__subclasses__())
     while todo:
         family = todo.pop()
-        found.append(family)
         todo.extend(family.__subclasses__())
+        if family.__module__.startswith(f"{package.__name__}."):  # not a family some other module defined
+            found.append(family)
     return found
 
 
