@@ -147,3 +147,60 @@ class AttentionCapture:
         index = positions.clamp(min=0).unsqueeze(1).expand(-1, mean.shape[1], -1)  # (B, HW, K)
         picked = torch.gather(mean, 2, index)  # (B, HW, K)
         return picked.permute(0, 2, 1).reshape(positions.shape[0], positions.shape[1], side, side)
+
+
+class JointAttentionProbe:
+    """A joint (MM-DiT) attention processor wrapped so that the text-to-image maps the loss needs are kept: the
+    image queries x the text keys, softmax over the text keys only (what cross-attention gives a UNet), averaged
+    over the heads (B, 1, HW, T). The block's own attention still runs through the processor it had, fused;
+    the probe adds one (HW x T) product per head, not the joint (HW + T)^2 one.
+    """
+
+    def __init__(self, store: AttentionStore, name: str, processor):
+        self.store, self.name, self.processor = store, name, processor
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        if encoder_hidden_states is not None:
+            self.store.maps[self.name] = text_attention(attn, hidden_states, encoder_hidden_states)
+        return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+
+
+def text_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    """(B, 1, HW, T): softmax over the text keys of the image queries' logits, mean over the heads, computed as
+    diffusers' JointAttnProcessor2_0 computes the joint logits (projections, per-head norms, 1/sqrt(d) scale)."""
+    batch = hidden_states.shape[0]
+    query = attn.to_q(hidden_states)
+    key = attn.add_k_proj(encoder_hidden_states)
+    head_dim = query.shape[-1] // attn.heads
+    query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, heads, HW, d)
+    key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, heads, T, d)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_added_k is not None:
+        key = attn.norm_added_k(key)
+    probs = (query @ key.transpose(-1, -2) * head_dim**-0.5).softmax(dim=-1)  # (B, heads, HW, T)
+    return probs.mean(dim=1, keepdim=True)
+
+
+class JointAttentionCapture(AttentionCapture):
+    """`AttentionCapture` for joint attention: each loss layer's processor is wrapped by a `JointAttentionProbe`;
+    every other layer, and the joint attention itself, keep their processors. The maps come at the token grid's
+    side and are average-pooled to `side` (the loss resolution) when that is coarser."""
+
+    def __init__(self, model: torch.nn.Module, loss_layers: list[str], side: int):
+        self.model, self.loss_layers, self.side = model, list(loss_layers), side
+        self.store = AttentionStore()
+        self._previous: dict | None = None
+
+    def token_maps(self, positions: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        maps = super().token_maps(positions, rows)  # (B, K, g, g) at the token grid
+        if maps.shape[-1] == self.side:
+            return maps
+        return torch.nn.functional.adaptive_avg_pool2d(maps, self.side)
+
+    def install(self) -> "JointAttentionCapture":
+        current = self.model.attn_processors
+        self._previous = dict(current)
+        probes = {name: JointAttentionProbe(self.store, name, current[name]) for name in self.loss_layers}
+        self.model.set_attn_processor({name: probes.get(name, proc) for name, proc in current.items()})
+        return self

@@ -110,7 +110,7 @@ def edit(pipeline: str, image: str, mask: str, prompt: str, output_dir: str, num
     samples = sample_images(pipe, [prompt] * num_images, seeds, resolution, num_inference_steps, guidance_scale,
                             batch_size, present if save_attention else None,
                             manifest.get("attention_resolution_divisor", 4), progress, blend=blend,
-                            family=export_family(manifest, pipe))
+                            family=export_family(pipeline))
     outside = (pixel_mask == 0)[None]
     # the pixels of latent cells that hold no edited pixel: the blend returns them to the original's latents
     kept = F.interpolate(blend.mask, size=pixel_mask.shape, mode="nearest")[0] == 0

@@ -21,7 +21,7 @@ from break_a_scene.export import check_export_files, read_manifest
 from break_a_scene.families.base import ModelFamily, family_named
 from break_a_scene.figures import heatmap_overlay
 from break_a_scene.lora import load_lora_asset
-from break_a_scene.models import import_own_model_modules, quiet_loading, resolve_model_dir
+from break_a_scene.models import import_own_model_modules, quiet_loading, read_model_index, resolve_model_dir
 from break_a_scene.precision import set_tf32
 from break_a_scene.report import wandb_table, write_contact_sheet
 from break_a_scene.sampling import sample_images
@@ -71,9 +71,11 @@ def _asset_base(path: str | Path, base_model: str) -> Path:
         ) from None
 
 
-def export_family(manifest: dict, pipe: DiffusionPipeline) -> type[ModelFamily]:
+def export_family(path: str | Path) -> type[ModelFamily]:
     """The model family an export was trained as (its manifest says; older exports: by its pipeline class)."""
-    return family_named(manifest.get("family"), type(pipe).__name__)
+    manifest = read_manifest(path)
+    root = _asset_base(path, manifest["base_model"]) if manifest.get("format") == "lora_asset" else Path(path)
+    return family_named(manifest.get("family"), read_model_index(root)["_class_name"])
 
 
 def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "float32") -> DiffusionPipeline:
@@ -84,11 +86,13 @@ def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "
     asset = manifest.get("format") == "lora_asset"
     root = _asset_base(path, manifest["base_model"]) if asset else Path(path)
     import_own_model_modules(root)  # refuses a folder that names any other module, before diffusers reads it
+    family = export_family(path)
+    absent = {part: None for part in family.optional_parts if read_model_index(root).get(part) == [None, None]}
     try:
         with quiet_loading():  # its own traceback log and loading bar would come before our one line
-            pipe = DiffusionPipeline.from_pretrained(root, dtype=getattr(torch, dtype), local_files_only=True)
+            pipe = DiffusionPipeline.from_pretrained(root, dtype=getattr(torch, dtype), local_files_only=True,
+                                                     **absent)
             if asset:
-                family = export_family(manifest, pipe)
                 pipe.scheduler = family.inference_scheduler_for(pipe.scheduler.config)
                 load_lora_asset(pipe, Path(path), manifest["tokens"])
     except Exception as err:  # truncated weights, a damaged config, ...: the files, not us
@@ -133,7 +137,7 @@ def generate(
     samples = sample_images(
         pipe, [p for p, _ in jobs], [s for _, s in jobs], manifest["resolution"], num_inference_steps,
         guidance_scale, batch_size, tokens if save_attention else None,
-        manifest.get("attention_resolution_divisor", 4), progress, family=export_family(manifest, pipe),
+        manifest.get("attention_resolution_divisor", 4), progress, family=export_family(pipeline),
     )
     with open(out / "samples.jsonl", "w") as index:
         for number, sample in enumerate(samples):

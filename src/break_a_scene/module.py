@@ -392,7 +392,8 @@ class BreakASceneModule(L.LightningModule):
         generator = torch.Generator(device=pixels.device).manual_seed(batch["noise_seed"][0])
         with torch.no_grad():
             posterior = self._posterior(pixels, batch["latent_keys"])
-            latents = posterior.sample(generator=generator) * self.components.latent_scale
+            sample = posterior.sample(generator=generator)
+            latents = (sample - self.components.latent_shift) * self.components.latent_scale
         noisy, timesteps, target = self.components.training_inputs(latents, generator)
         conditioning = self.components.encode_prompt(input_ids, self.hparams.resolution)
         pred = self.components.denoise(noisy, timesteps, conditioning, forward=self.denoiser_forward)

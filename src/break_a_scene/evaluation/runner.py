@@ -137,7 +137,7 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
         samples = list(sample_images(
             pipe, [p.prompt for p, _ in chunk], [s for _, s in chunk], resolution, ev.num_inference_steps,
             ev.guidance_scale, ev.batch_size, tokens if scorer.needs_attention else None,
-            manifest.get("attention_resolution_divisor", 4), progress=False, family=export_family(manifest, pipe)))
+            manifest.get("attention_resolution_divisor", 4), progress=False, family=export_family(pipeline_dir)))
         images = torch.stack([(image_to_tensor(s.image, resolution) + 1) / 2 for s in samples])
         values = scorer(images, [p for p, _ in chunk], samples)
         rows = []

@@ -44,6 +44,8 @@ class ModelFamily:
     pipeline_class: ClassVar[type[DiffusionPipeline]]
     denoiser_name: ClassVar[str]  # the pipeline's attribute for the denoiser: "unet", "transformer"
     subfolders: ClassVar[tuple[str, ...]]  # what a pipeline folder of the family must hold
+    optional_parts: ClassVar[tuple[str, ...]] = ()  # pipeline parts it may leave out (None), which diffusers
+    # wants named when loading (SD3's T5)
 
     # ---- what a family implements ---------------------------------------------------------------------
     @classmethod
@@ -193,6 +195,11 @@ class ModelFamily:
     @property
     def latent_scale(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_shift(self) -> float:
+        """Subtracted before scaling (SD3's and FLUX's VAEs have one; SD's has none)."""
+        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
 
     def latent_size(self, resolution: int) -> int:
         return resolution // self.vae_scale_factor
