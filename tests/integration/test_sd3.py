@@ -139,3 +139,14 @@ def test_sd35_configs_load_a_saved_sd3_folder_through_the_real_path(tmp_path):
         loaded = instantiate(cfg.model.components)
         assert isinstance(loaded, StableDiffusion3) and loaded.latent_shift == pytest.approx(0.0609)
         assert torch.equal(loaded.transformer.pos_embed.proj.weight, tiny_sd3().transformer.pos_embed.proj.weight)
+
+
+def test_a_lora_phase_two_on_sd3_exports_fused_and_refuses_an_asset(scene_dir, tmp_path):
+    base = [*FAST, "model=tiny_sd3", f"data.scene.folder={scene_dir}", "variant=lora"]
+    with pytest.raises(Exception, match="StableDiffusion3Pipeline cannot load token rows; set callbacks.export.lora"):
+        train(compose_config("train", base, tmp_path / "a"))
+    module = train(compose_config("train", [*base, "callbacks.export.lora=fused"], tmp_path / "b"))
+    assert module.phase == 2
+    pipe = StableDiffusion3Pipeline.from_pretrained(tmp_path / "b" / "run" / "pipeline", text_encoder_3=None,
+                                                    tokenizer_3=None, local_files_only=True)
+    assert not any(".lora_" in name for name, _ in pipe.transformer.named_parameters())  # merged, plain modules
