@@ -15,7 +15,8 @@ GROUPS = ["model", "data", "masks", "method", "optimizer", "trainer", "callbacks
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 VARIANTS = sorted(path.stem for path in (CONF / "variant").glob("*.yaml"))
 # downloads, or 1.3 B (SD) and 3.5 B (SDXL) random parameters
-NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "sdxl", "sdxl_arch", "toyworld"}
+NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "sdxl", "sdxl_arch", "toyworld", "sd35_medium",
+                 "sd35_large"}
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -23,7 +24,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose_config("train", [f"{group}={option}"], tmp_path)
     assert cfg.method._target_ == "break_a_scene.module.BreakASceneModule"
     if group == "model" and option not in NEEDS_WEIGHTS:
-        assert instantiate(cfg.model.components).unet is not None
+        assert instantiate(cfg.model.components).denoiser is not None
     if group == "optimizer":
         optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
         assert isinstance(optimizer, torch.optim.AdamW)
