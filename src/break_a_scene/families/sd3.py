@@ -21,9 +21,8 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transfo
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
 from break_a_scene.attention import JointAttentionCapture
-from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.families.base import Conditioning, ModelFamily
-from break_a_scene.families.stable_diffusion import clip_text_config
+from break_a_scene.families.two_clip import TwoCLIPEncoders, build_clip_pair
 
 
 def joint_attention_layers(transformer: torch.nn.Module) -> list[str]:
@@ -33,7 +32,7 @@ def joint_attention_layers(transformer: torch.nn.Module) -> list[str]:
 
 
 @dataclass
-class StableDiffusion3(ModelFamily):
+class StableDiffusion3(TwoCLIPEncoders, ModelFamily):
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModelWithProjection
     tokenizer_2: CLIPTokenizer
@@ -72,15 +71,11 @@ class StableDiffusion3(ModelFamily):
         """Random-init SD3-shaped parts from config dicts, deterministic for a seed; the transformer's text and
         pooled widths follow from the encoders' sizes, so they cannot disagree."""
         torch.manual_seed(seed)
-        tokenizer, tokenizer_2 = build_clip_tokenizer("<|endoftext|>"), build_clip_tokenizer("!")
         widths = {"joint_attention_dim": text_encoder["hidden_size"] + text_encoder_2["hidden_size"],
                   "pooled_projection_dim": text_encoder["projection_dim"] + text_encoder_2["projection_dim"]}
         with torch.device(device):
             return cls(
-                tokenizer=tokenizer,
-                text_encoder=CLIPTextModelWithProjection(clip_text_config(tokenizer, text_encoder)),
-                tokenizer_2=tokenizer_2,
-                text_encoder_2=CLIPTextModelWithProjection(clip_text_config(tokenizer_2, text_encoder_2)),
+                **build_clip_pair(text_encoder, text_encoder_2),
                 vae=AutoencoderKL(**vae),
                 transformer=SD3Transformer2DModel(**{**transformer, **widths}),
                 noise_scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
@@ -88,17 +83,8 @@ class StableDiffusion3(ModelFamily):
             )
 
     # ---- the text side ----------------------------------------------------------------------------------
-    def named_text_encoders(self) -> list[tuple[str, torch.nn.Module]]:
-        return [("text_encoder", self.text_encoder), ("text_encoder_2", self.text_encoder_2)]
-
-    @property
-    def tokenizers(self) -> list[CLIPTokenizer]:
-        return [self.tokenizer, self.tokenizer_2]
-
     def encode_prompt(self, input_ids: torch.Tensor, resolution: int) -> Conditioning:
-        first = self.text_encoder(input_ids[:, 0], output_hidden_states=True)
-        second = self.text_encoder_2(input_ids[:, 1], output_hidden_states=True)
-        clip = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)  # (B, 77, wl + wg)
+        clip, first, second = self.clip_states(input_ids)  # (B, 77, wl + wg)
         width = self.transformer.config.joint_attention_dim
         t5 = clip.new_zeros(clip.shape[0], self.t5_length, width)
         hidden = torch.cat([F.pad(clip, (0, width - clip.shape[-1])), t5], dim=-2)

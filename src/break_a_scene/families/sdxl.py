@@ -17,13 +17,13 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.families.base import Conditioning
-from break_a_scene.families.stable_diffusion import StableDiffusion, clip_text_config, sd_noise_scheduler
+from break_a_scene.families.stable_diffusion import StableDiffusion, sd_noise_scheduler
+from break_a_scene.families.two_clip import TwoCLIPEncoders, build_clip_pair
 
 
 @dataclass
-class StableDiffusionXL(StableDiffusion):
+class StableDiffusionXL(TwoCLIPEncoders, StableDiffusion):
     tokenizer_2: CLIPTokenizer | None = None
     text_encoder_2: CLIPTextModelWithProjection | None = None
 
@@ -50,30 +50,17 @@ class StableDiffusionXL(StableDiffusion):
         """Random-init SDXL-shaped parts from config dicts, deterministic for a seed, with the real CLIP
         tokenizers (SDXL's first pads with <|endoftext|>, its second with '!')."""
         torch.manual_seed(seed)
-        tokenizer, tokenizer_2 = build_clip_tokenizer("<|endoftext|>"), build_clip_tokenizer("!")
         with torch.device(device):
             return cls(
-                tokenizer=tokenizer,
-                text_encoder=CLIPTextModel(clip_text_config(tokenizer, text_encoder)),
+                **build_clip_pair(text_encoder, text_encoder_2, first_class=CLIPTextModel),
                 vae=AutoencoderKL(**vae),
                 unet=UNet2DConditionModel(**unet_config(unet, text_encoder, text_encoder_2)),
                 noise_scheduler=sd_noise_scheduler(prediction_type),
                 source=source,
-                tokenizer_2=tokenizer_2,
-                text_encoder_2=CLIPTextModelWithProjection(clip_text_config(tokenizer_2, text_encoder_2)),
             )
 
-    def named_text_encoders(self) -> list[tuple[str, torch.nn.Module]]:
-        return [("text_encoder", self.text_encoder), ("text_encoder_2", self.text_encoder_2)]
-
-    @property
-    def tokenizers(self) -> list[CLIPTokenizer]:
-        return [self.tokenizer, self.tokenizer_2]
-
     def encode_prompt(self, input_ids: torch.Tensor, resolution: int) -> Conditioning:
-        first = self.text_encoder(input_ids[:, 0], output_hidden_states=True)
-        second = self.text_encoder_2(input_ids[:, 1], output_hidden_states=True)
-        hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+        hidden, _, second = self.clip_states(input_ids)
         time_ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], device=hidden.device)
         extra = {"text_embeds": second.text_embeds,
                  "time_ids": time_ids.to(hidden.dtype).expand(hidden.shape[0], -1)}
