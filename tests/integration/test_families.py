@@ -44,7 +44,8 @@ def test_an_export_finds_its_family_only_where_it_is_safe(tiny_export, tmp_path)
     assert family_named("tests.families.throwaway.Throwaway", "StableDiffusionPipeline") is Throwaway
     assert family_named(None, "StableDiffusionPipeline") is StableDiffusion
     assert family_named(StableDiffusion.qualified_name(), "StableDiffusionPipeline") is StableDiffusion
-    with pytest.raises(UserInputError, match="neither one of break_a_scene.families nor imported"):
-        family_named("this.Family", "StableDiffusionPipeline")
+    for name in ("this.Family", "break_a_scene.families.sd3.inner.Family", "break_a_scene.families.nothing.Family"):
+        with pytest.raises(UserInputError, match="neither one of break_a_scene.families nor imported"):
+            family_named(name, "StableDiffusionPipeline")
     assert "this" not in sys.modules
     assert json.loads((tiny_export / "break_a_scene.json").read_text())["family"] == StableDiffusion.qualified_name()

@@ -238,13 +238,21 @@ def _builtin_families() -> list[type[ModelFamily]]:
     return found
 
 
+def _is_family_module(name: str) -> bool:
+    """A module of this package's families folder (found without importing anything else)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # e.g. a name below a module that is not a package
+        return False
+
+
 def family_named(name: str | None, pipeline_class_name: str) -> type[ModelFamily]:
     """The family an export's manifest names: a class of this package, or of a module the process has
     already imported (a manifest never makes anything be imported). Without a name (an export from before
     families were recorded), the package's family of its pipeline class."""
     if name:
         module_name, _, class_name = name.rpartition(".")
-        if module_name.startswith("break_a_scene.families.") and importlib.util.find_spec(module_name):
+        if module_name.startswith("break_a_scene.families.") and _is_family_module(module_name):
             importlib.import_module(module_name)
         family = getattr(sys.modules.get(module_name), class_name, None)
         if not (isinstance(family, type) and issubclass(family, ModelFamily)):
