@@ -86,8 +86,8 @@ def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "
     asset = manifest.get("format") == "lora_asset"
     root = _asset_base(path, manifest["base_model"]) if asset else Path(path)
     import_own_model_modules(root)  # refuses a folder that names any other module, before diffusers reads it
-    family = export_family(path)
-    absent = {part: None for part in family.optional_parts if read_model_index(root).get(part) == [None, None]}
+    family, index = export_family(path), read_model_index(root)
+    absent = {part: None for part in family.optional_parts if index.get(part) == [None, None]}
     try:
         with quiet_loading():  # its own traceback log and loading bar would come before our one line
             pipe = DiffusionPipeline.from_pretrained(root, dtype=getattr(torch, dtype), local_files_only=True,

@@ -90,7 +90,8 @@ class SceneTensors:
             self.present = torch.ones(self.masks.shape[0], dtype=torch.bool)
 
 
-def read_mask(image: Image.Image, channel: str = "auto", setting: str = "data.mask_channel") -> tuple[np.ndarray, str]:
+def read_mask(image: Image.Image, channel: str = "auto",
+              setting: str = TRAINING_KEYS.mask_channel) -> tuple[np.ndarray, str]:
     """The mask in [0, 1] and which channel it was read from.
 
     `auto`: the alpha channel where the alpha varies (a cut-out); otherwise the grey level of a grey image and

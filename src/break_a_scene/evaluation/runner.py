@@ -125,6 +125,7 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     scorer = _scorer(cfg, folder, _scene_photos(folder, resolution), tokens, class_names)
     dtype = ev.dtype if ev.dtype != "auto" else ("float16" if torch.cuda.is_available() else "float32")
     pipe = load_trained_pipeline(pipeline_dir, ev.device, dtype)
+    family = export_family(pipeline_dir)
     image_dir = trial / "images"
     if ev.save_images:
         image_dir.mkdir(exist_ok=True)
@@ -137,7 +138,7 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
         samples = list(sample_images(
             pipe, [p.prompt for p, _ in chunk], [s for _, s in chunk], resolution, ev.num_inference_steps,
             ev.guidance_scale, ev.batch_size, tokens if scorer.needs_attention else None,
-            manifest.get("attention_resolution_divisor", 4), progress=False, family=export_family(pipeline_dir)))
+            manifest.get("attention_resolution_divisor", 4), progress=False, family=family))
         images = torch.stack([(image_to_tensor(s.image, resolution) + 1) / 2 for s in samples])
         values = scorer(images, [p for p, _ in chunk], samples)
         rows = []
