@@ -1,6 +1,8 @@
 """Prompt following of a toy-world model, scored by the shipped judge, with fixed prompts and seeds.
 
     python experiments/toyworld/measure_quality.py --model src/break_a_scene/assets/toyworld/model --guidance 3
+    python experiments/toyworld/measure_quality.py --model src/break_a_scene/assets/toyworld/mmdit \
+        --family break_a_scene.families.toy_mmdit.ToyMMDiT --guidance 3
 """
 
 import argparse
@@ -10,7 +12,8 @@ from pathlib import Path
 import torch
 
 from break_a_scene.config import ASSETS_DIR
-from break_a_scene.families.stable_diffusion import StableDiffusion
+from break_a_scene.families.base import family_named
+from break_a_scene.models import read_model_index
 from break_a_scene.toyworld.judges import load_judge
 from break_a_scene.toyworld.quality import measure, prompt_cases
 
@@ -25,13 +28,16 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=96, help="per kind (single- and two-object)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
+    parser.add_argument("--family", default=None, help="the model family's class (default: by the pipeline class)")
     args = parser.parse_args()
-    pipe = StableDiffusion.load(args.model).pipeline()
+    family = family_named(args.family, read_model_index(Path(args.model))["_class_name"])
+    pipe = family.load(args.model).pipeline()
     judge = load_judge(args.judge)
     single, double = prompt_cases(args.prompts, 1, seed=1), prompt_cases(args.prompts, 2, seed=2)
     summary, per_prompt = {}, {}
     for guidance in args.guidance:
-        rows = measure(pipe, judge, single, guidance, args.steps) + measure(pipe, judge, double, guidance, args.steps)
+        rows = (measure(pipe, judge, single, guidance, args.steps, family=family)
+                + measure(pipe, judge, double, guidance, args.steps, family=family))
         per_prompt[f"guidance {guidance}"] = rows
         keys = ["colour", "shape", "colour+shape", "position", "background", "objects", "all_correct",
                 "high_frequency", "high_frequency_render"]

@@ -16,10 +16,10 @@ resume() { [ -f "$1/checkpoints/last.ckpt" ] && echo "ckpt_path=last overwrite=t
 
 if [ ! -f "$out/stage1/toyworld_model/model_index.json" ]; then
   # shellcheck disable=SC2046
-  "$bin/bas-pretrain" noise_schedule=null unet.steps="${STAGE1_STEPS:-4000}" hydra.run.dir="$out/stage1" \
+  "$bin/bas-pretrain" noise_schedule=null denoiser.steps="${STAGE1_STEPS:-4000}" hydra.run.dir="$out/stage1" \
     $(resume "$out/stage1") "$@"
 fi
 # shellcheck disable=SC2046
-"$bin/bas-pretrain" init_from="$out/stage1/toyworld_model" seed=1 unet.steps="${STAGE2_STEPS:-3000}" \
-  unet.ema_decay=0.998 hydra.run.dir="$out/stage2" $(resume "$out/stage2") "$@"
+"$bin/bas-pretrain" init_from="$out/stage1/toyworld_model" seed=1 denoiser.steps="${STAGE2_STEPS:-3000}" \
+  denoiser.ema_decay=0.998 hydra.run.dir="$out/stage2" $(resume "$out/stage2") "$@"
 echo "the toy model: $out/stage2/toyworld_model (measure it: python experiments/toyworld/measure_quality.py --model ...)"

@@ -55,7 +55,8 @@ def ensure_class_images(
     first = len(existing)
     seeds = [seed * 100_003 + first + i for i in range(missing)]
     for index, sample in enumerate(
-        sample_images(pipe, [prompt] * missing, seeds, resolution, num_inference_steps, guidance_scale, batch_size)
+        sample_images(pipe, [prompt] * missing, seeds, resolution, num_inference_steps, guidance_scale, batch_size,
+                      family=type(components))
     ):
         target = folder / f"class_{first + index:05d}.png"
         staging = target.with_suffix(f".partial-{os.getpid()}.png")

@@ -45,7 +45,8 @@ def sample_images(
     Each image has its own generator seeded with its seed, so an image does not depend on the batch it
     was drawn in. With `attention_tokens`, each sample carries the maps of the tokens its prompt contains.
     `blend(pipe, step_index, latents, seeds)` may replace the latents after each step (local editing).
-    `family`: the pipeline's model family, which says how to capture its attention (needed for the maps).
+    `family`: the pipeline's model family, which says how to call it and capture its attention (needed for the
+    maps, and for a family whose pipeline needs more than the prompt, e.g. the toy MM-DiT).
     """
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
@@ -85,6 +86,7 @@ def sample_images(
                     num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale,
                     generator=generators,
+                    **(family.call_kwargs() if family is not None else {}),
                     **kwargs,
                 ).images
             mean_maps = torch.stack(totals).mean(dim=0) if totals else None  # (B, K, r, r)

@@ -122,7 +122,7 @@ def test_a_planted_vae_stage_is_not_loaded(planted, tmp_path, capsys):
     out = tmp_path / "pretrain"
     out.mkdir()
     torch.save({"weights": {}, "latent_scale": 1.0, "extra": Payload(planted)}, out / "vae_stage.pt")
-    code, err = run_entry(pretrain_cli.main, ["vae.steps=1", "unet.steps=1", "logger=none",
+    code, err = run_entry(pretrain_cli.main, ["vae.steps=1", "denoiser.steps=1", "logger=none",
                                               "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"], capsys)
     assert code == 2
     assert_one_line(err, str(out / "vae_stage.pt"), "move it away")

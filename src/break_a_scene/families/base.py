@@ -102,6 +102,11 @@ class ModelFamily:
         raise NotImplementedError
 
     @classmethod
+    def call_kwargs(cls) -> dict:
+        """What the family's pipeline must be called with to condition as training does (beyond the prompt)."""
+        return {}
+
+    @classmethod
     def inference_scheduler_for(cls, scheduler_config) -> object:
         """The family's sampler made from a scheduler config (a base model's, when a LoRA asset is put on it)."""
         raise NotImplementedError

@@ -23,6 +23,7 @@ from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 from break_a_scene.attention import JointAttentionCapture
 from break_a_scene.families.base import Conditioning, ModelFamily
 from break_a_scene.families.two_clip import TwoCLIPEncoders, build_clip_pair
+from break_a_scene.models import component_class
 
 
 def joint_attention_layers(transformer: torch.nn.Module) -> list[str]:
@@ -41,7 +42,8 @@ class StableDiffusion3(TwoCLIPEncoders, ModelFamily):
     transformer: SD3Transformer2DModel
     noise_scheduler: FlowMatchEulerDiscreteScheduler
     source: str = "built from config"
-    t5_length: int = 256  # the pipeline's max_sequence_length: the zero T5 rows the text sequence ends with
+
+    t5_length: ClassVar[int] = 256  # the pipeline's max_sequence_length: the T5 rows the text sequence ends with
 
     pipeline_class: ClassVar[type] = StableDiffusion3Pipeline
     denoiser_name: ClassVar[str] = "transformer"
@@ -59,24 +61,26 @@ class StableDiffusion3(TwoCLIPEncoders, ModelFamily):
             "text_encoder": encoder("text_encoder"),
             "tokenizer_2": CLIPTokenizer.from_pretrained(root, subfolder="tokenizer_2"),
             "text_encoder_2": encoder("text_encoder_2"),
-            "vae": AutoencoderKL.from_pretrained(root, subfolder="vae", dtype=torch.float32, **kwargs),
+            "vae": component_class(root, "vae").from_pretrained(root, subfolder="vae", dtype=torch.float32, **kwargs),
             "transformer": SD3Transformer2DModel.from_pretrained(root, subfolder="transformer", dtype=torch.float32,
                                                                  **kwargs),
             "noise_scheduler": FlowMatchEulerDiscreteScheduler.from_pretrained(root, subfolder="scheduler"),
         }
 
     @classmethod
-    def build(cls, text_encoder: dict, text_encoder_2: dict, vae: dict, transformer: dict, shift: float = 3.0,
-              seed: int = 0, source: str = "built from config", device: str = "cpu") -> "StableDiffusion3":
+    def build(cls, text_encoder: dict, text_encoder_2: dict, vae: dict | torch.nn.Module, transformer: dict,
+              shift: float = 3.0, seed: int = 0, source: str = "built from config", device: str = "cpu",
+              tokenizer: CLIPTokenizer | None = None) -> "StableDiffusion3":
         """Random-init SD3-shaped parts from config dicts, deterministic for a seed; the transformer's text and
-        pooled widths follow from the encoders' sizes, so they cannot disagree."""
+        pooled widths follow from the encoders' sizes, so they cannot disagree. `vae`: an AutoencoderKL config or
+        a built module; `tokenizer`: one CLIP tokenizer for both encoders (the real ones by default)."""
         torch.manual_seed(seed)
         widths = {"joint_attention_dim": text_encoder["hidden_size"] + text_encoder_2["hidden_size"],
                   "pooled_projection_dim": text_encoder["projection_dim"] + text_encoder_2["projection_dim"]}
         with torch.device(device):
             return cls(
-                **build_clip_pair(text_encoder, text_encoder_2),
-                vae=AutoencoderKL(**vae),
+                **build_clip_pair(text_encoder, text_encoder_2, tokenizer=tokenizer),
+                vae=AutoencoderKL(**vae) if isinstance(vae, dict) else vae,
                 transformer=SD3Transformer2DModel(**{**transformer, **widths}),
                 noise_scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
                 source=source,
@@ -90,6 +94,10 @@ class StableDiffusion3(TwoCLIPEncoders, ModelFamily):
         hidden = torch.cat([F.pad(clip, (0, width - clip.shape[-1])), t5], dim=-2)
         pooled = torch.cat([first.text_embeds, second.text_embeds], dim=-1)
         return hidden, {"pooled_projections": pooled}
+
+    @classmethod
+    def call_kwargs(cls) -> dict:
+        return {"max_sequence_length": cls.t5_length}
 
     def pipeline_parts(self) -> dict:
         return {"transformer": self.transformer, "scheduler": self.inference_scheduler(), "vae": self.vae,

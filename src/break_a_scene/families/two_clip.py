@@ -3,6 +3,8 @@ own tokenizer over one vocabulary, their penultimate hidden states side by side.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -10,10 +12,14 @@ from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.families.stable_diffusion import clip_text_config
 
 
-def build_clip_pair(text_encoder: dict, text_encoder_2: dict, first_class=CLIPTextModelWithProjection) -> dict:
+def build_clip_pair(text_encoder: dict, text_encoder_2: dict, first_class=CLIPTextModelWithProjection,
+                    tokenizer: CLIPTokenizer | None = None) -> dict:
     """Random-init encoders from their sizes, with the real CLIP tokenizers (the first pads with <|endoftext|>,
-    the second with '!', as the released models do)."""
-    tokenizer, tokenizer_2 = build_clip_tokenizer("<|endoftext|>"), build_clip_tokenizer("!")
+    the second with '!', as the released models do), or `tokenizer` (a copy of it for the second)."""
+    if tokenizer is None:
+        tokenizer, tokenizer_2 = build_clip_tokenizer("<|endoftext|>"), build_clip_tokenizer("!")
+    else:
+        tokenizer_2 = copy.deepcopy(tokenizer)
     return {"tokenizer": tokenizer, "text_encoder": first_class(clip_text_config(tokenizer, text_encoder)),
             "tokenizer_2": tokenizer_2,
             "text_encoder_2": CLIPTextModelWithProjection(clip_text_config(tokenizer_2, text_encoder_2))}

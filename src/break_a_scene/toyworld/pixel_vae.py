@@ -4,7 +4,8 @@ A learned VAE this small blurs 32 px shapes and shifts their colours (a 400-step
 reading 12% of reconstructed scenes right), and every later stage inherits that. Space-to-depth loses
 nothing and costs nothing. The class speaks AutoencoderKL's language where the framework and
 StableDiffusionPipeline use it: `encode(x).latent_dist.sample()`, `decode(z).sample`, and a config with
-`scaling_factor` and `block_out_channels` (whose length gives the pipeline's downsampling factor).
+`scaling_factor`, `shift_factor` (SD3's pipeline reads it) and `block_out_channels` (whose length gives the
+pipeline's downsampling factor).
 
 `DiffusionPipeline.from_pretrained` finds the class through the module an export's model_index.json names
 (the framework imports it first). StableDiffusionPipeline annotates its `vae` as AutoencoderKL, so diffusers
@@ -51,7 +52,8 @@ class PixelShuffleVAE(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, factor: int = 2, in_channels: int = 3, scaling_factor: float = 1.0,
-                 block_out_channels: tuple[int, ...] = (12, 12), latent_channels: int = 12):
+                 block_out_channels: tuple[int, ...] = (12, 12), latent_channels: int = 12,
+                 shift_factor: float = 0.0):
         super().__init__()
         if 2 ** (len(block_out_channels) - 1) != factor or latent_channels != in_channels * factor**2:
             raise ValueError("block_out_channels must have log2(factor) + 1 entries and latent_channels "

@@ -1,5 +1,6 @@
-"""Pretraining the toy world's text-to-image model: first its small VAE (a plain loop, minutes), then the
-UNet and text encoder as a Lightning run with EMA, resumable from its checkpoints.
+"""Pretraining a toy world's text-to-image model (the UNet one, or the MM-DiT): first a learned VAE if it has one
+(a plain loop, minutes), then the denoiser and text encoders as a Lightning run with EMA, resumable from its
+checkpoints.
 
 The data are drawn on the fly: sample i is the scene of seed (seed, i), so a run is reproducible and
 never sees the same picture twice.
@@ -15,13 +16,12 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from break_a_scene.checkpoints import check_checkpoint
 from break_a_scene.errors import UserInputError
-from break_a_scene.families.stable_diffusion import StableDiffusion
+from break_a_scene.families.base import ModelFamily
 from break_a_scene.scene import image_to_tensor
 from break_a_scene.toyworld.world import caption, render, sample_scene
 
@@ -48,7 +48,7 @@ class ToyCaptions(Dataset):
         return image_to_tensor(image, self.size), text
 
 
-def fit_vae(components: StableDiffusion, steps: int, batch_size: int = 64, lr: float = 1e-3,
+def fit_vae(components: ModelFamily, steps: int, batch_size: int = 64, lr: float = 1e-3,
             kl_weight: float = 1e-6, seed: int = 0, size: int = 32) -> dict:
     """Train the VAE to reconstruct scenes (nothing to train for the exact PixelShuffleVAE), then set its
     latent scale to 1 / std of the latents, as SD's 0.18215 was chosen. Returns the reconstruction MSE
@@ -78,24 +78,30 @@ def fit_vae(components: StableDiffusion, steps: int, batch_size: int = 64, lr: f
 
 
 class ToyWorldPretraining(L.LightningModule):
-    """Text-to-image diffusion training of the UNet and text encoder on toy captions (VAE frozen)."""
+    """Text-to-image diffusion training of the denoiser and text encoders on toy captions (VAE frozen), by the
+    family's own noise, timesteps and target."""
 
-    def __init__(self, components: StableDiffusion, lr: float = 3e-4, weight_decay: float = 1e-2):
+    def __init__(self, components: ModelFamily, lr: float = 3e-4, weight_decay: float = 1e-2):
         super().__init__()
         self.save_hyperparameters(ignore=["components"])
         self.components = components
+        # registered under the pipeline's names, so EMA and checkpoints hold every trained part
         setattr(self, components.denoiser_name, components.denoiser)
-        self.text_encoder, self.vae = components.text_encoder, components.vae
+        for name, encoder in components.named_text_encoders():
+            setattr(self, name, encoder)
+        self.vae = components.vae
         self.vae.requires_grad_(False)
 
     def configure_optimizers(self):
-        params = [*self.components.denoiser.parameters(), *self.text_encoder.parameters()]
+        params = [*self.components.denoiser.parameters(),
+                  *(p for encoder in self.components.text_encoders for p in encoder.parameters())]
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, captions = batch
         with torch.no_grad():
-            latents = self.vae.encode(images).latent_dist.sample() * self.components.latent_scale
+            latents = (self.vae.encode(images).latent_dist.sample() - self.components.latent_shift) \
+            * self.components.latent_scale
         noisy, timesteps, target = self.components.training_inputs(latents, generator=None)  # the global RNG
         conditioning = self.components.encode_prompt(self.components.tokenize(list(captions)).to(self.device),
                                                      images.shape[-1])
@@ -138,7 +144,7 @@ def _read_vae_stage(stage_file: Path) -> dict:
     return state
 
 
-def _vae_stage(components: StableDiffusion, cfg) -> None:
+def _vae_stage(components: ModelFamily, cfg) -> None:
     """Train (or reload from the run folder) the VAE and its latent scale."""
     stage_file = vae_state_path(cfg.paths.output_dir)
     if stage_file.is_file():
@@ -154,44 +160,55 @@ def _vae_stage(components: StableDiffusion, cfg) -> None:
     log.info("VAE stage: reconstruction MSE %.5f, latent scale %.4f", summary["vae_mse"], summary["latent_scale"])
 
 
-def apply_noise_schedule(components: StableDiffusion, settings: dict | None) -> None:
-    """Train under the model's schedule with `settings` (DDPMScheduler arguments) changed; the export carries
-    them, so sampling and Break-A-Scene training on the model use the same schedule."""
-    if settings:
-        components.noise_scheduler = DDPMScheduler.from_config(components.noise_scheduler.config, **settings)
+def apply_noise_schedule(components: ModelFamily, settings: dict | None) -> None:
+    """Train under the model's schedule with `settings` (arguments of its scheduler class) changed; the export
+    carries them, so sampling and Break-A-Scene training on the model use the same schedule."""
+    if not settings:
+        return
+    scheduler = components.noise_scheduler
+    unknown = sorted(set(settings) - set(scheduler.config))
+    if unknown:
+        raise UserInputError(
+            f"noise_schedule sets {', '.join(unknown)}, which the model's {type(scheduler).__name__} does not have; "
+            f"it takes {', '.join(sorted(k for k in scheduler.config if not k.startswith('_')))} (or "
+            f"noise_schedule=null)."
+        )
+    components.noise_scheduler = type(scheduler).from_config(scheduler.config, **settings)
 
 
 def pretrain(cfg) -> Path:
-    """The whole pretraining from a composed `pretrain.yaml`: VAE stage (cached in the run folder), UNet
+    """The whole pretraining from a composed `pretrain.yaml`: VAE stage (cached in the run folder), denoiser
     stage with EMA and checkpoints (`ckpt_path=last` resumes), then an fp16 export of the EMA weights."""
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 
 
     check_checkpoint(cfg.get("ckpt_path"), "bas-pretrain")
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("init_from"):  # continue from exported weights, with a fresh optimizer and EMA
-        components = StableDiffusion.load(cfg.init_from)
+        family = get_class(cfg.model.components._target_.rpartition(".")[0])  # the model config's family
+        components = family.load(cfg.init_from)
         log.info("initialised from %s (latent scale %.4f)", cfg.init_from, components.latent_scale)
+        apply_noise_schedule(components, cfg.get("noise_schedule"))
     else:
         components = instantiate(cfg.model.components)
+        apply_noise_schedule(components, cfg.get("noise_schedule"))  # refused before the VAE stage writes anything
         _vae_stage(components, cfg)
     components.vae.requires_grad_(False)
-    apply_noise_schedule(components, cfg.get("noise_schedule"))
 
-    module = ToyWorldPretraining(components, lr=cfg.unet.lr, weight_decay=cfg.unet.weight_decay)
-    datamodule = ToyDataModule(cfg.unet.steps, cfg.unet.batch_size, cfg.seed, cfg.unet.num_workers,
-                               cfg.unet.caption_dropout, cfg.unet.textures, cfg.model.resolution)
+    module = ToyWorldPretraining(components, lr=cfg.denoiser.lr, weight_decay=cfg.denoiser.weight_decay)
+    datamodule = ToyDataModule(cfg.denoiser.steps, cfg.denoiser.batch_size, cfg.seed, cfg.denoiser.num_workers,
+                               cfg.denoiser.caption_dropout, cfg.denoiser.textures, cfg.model.resolution)
     callbacks = [
         ModelCheckpoint(dirpath=Path(cfg.paths.output_dir) / "checkpoints", every_n_train_steps=cfg.checkpoint_every,
                         save_last=True, save_top_k=0),
-        EMAWeightAveraging(decay=cfg.unet.ema_decay),
+        EMAWeightAveraging(decay=cfg.denoiser.ema_decay),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    # steps, not epochs, end the run, so a finished run resumes with more steps (unet.steps=... ckpt_path=last)
-    trainer = instantiate(cfg.trainer, max_steps=cfg.unet.steps, max_epochs=-1, callbacks=callbacks,
+    # steps, not epochs, end the run, so a finished run resumes with more steps (denoiser.steps=... ckpt_path=last)
+    trainer = instantiate(cfg.trainer, max_steps=cfg.denoiser.steps, max_epochs=-1, callbacks=callbacks,
                           logger=loggers or False, enable_checkpointing=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     export = Path(cfg.export_dir)

@@ -69,14 +69,15 @@ def high_frequency_share(images: torch.Tensor, cutoff: float = 0.25) -> torch.Te
 
 @torch.no_grad()
 def measure(pipe, judge: ToyJudge, cases: list[PromptCase], guidance_scale: float, steps: int = 25,
-            seed: int = 0, batch_size: int = 32, resolution: int = 32) -> list[dict]:
+            seed: int = 0, batch_size: int = 32, resolution: int = 32, family=None) -> list[dict]:
     """One row per case: the prompt, its scores, and the high-frequency share of the sample and of the true
-    render of what it asks for (the checkerboard residue shows as the difference); seeds seed, seed+1, ..."""
+    render of what it asks for (the checkerboard residue shows as the difference); seeds seed, seed+1, ...
+    `family`: the pipeline's model family (the toy MM-DiT's pipeline needs its call arguments)."""
     from break_a_scene.sampling import sample_images
 
     prompts = [c.prompt for c in cases]
     samples = list(sample_images(pipe, prompts, [seed + i for i in range(len(cases))], resolution, steps,
-                                 guidance_scale, batch_size, progress=False))
+                                 guidance_scale, batch_size, progress=False, family=family))
     images = torch.stack([image_to_tensor(s.image, resolution) for s in samples])
     renders = torch.stack([image_to_tensor(render(case.scene, resolution)[0], resolution) for case in cases])
     readings = read_images(judge, images)
