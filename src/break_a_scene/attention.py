@@ -21,6 +21,15 @@ def token_positions(input_ids: torch.Tensor, token_ids: torch.Tensor) -> torch.T
     return torch.where(hits.any(dim=2), hits.float().argmax(dim=2), torch.full_like(token_ids, -1))
 
 
+def sum_over_keys(maps: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """maps (B, Q, T) over the text keys, positions (B, K, P) of each token's P keys (-1: none) -> (B, Q, K):
+    each token's attention summed over its keys (an MM-DiT reading CLIP and T5 has one key per encoder)."""
+    batch, k, p = positions.shape
+    index = positions.clamp(min=0).reshape(batch, 1, k * p).expand(-1, maps.shape[1], -1)
+    picked = torch.gather(maps, 2, index).reshape(batch, maps.shape[1], k, p)
+    return (picked * (positions >= 0).to(maps.dtype).unsqueeze(1)).sum(dim=-1)
+
+
 @dataclass
 class AttentionStore:
     """The latest attention probabilities of each captured layer, every batch row (the readers pick theirs).
@@ -139,13 +148,13 @@ class AttentionCapture:
         """Per-token maps averaged over the captured layers and heads, for the batch rows `rows` of the last
         denoiser call (training: the instance rows, before the class images; guidance: the conditional half).
 
-        positions: (B, K) index of each token in the prompt (any value where padded), B the rows read.
-        Returns (B, K, r, r) with r the loss layers' side.
+        positions: (B, K) index of each token among the text keys, or (B, K, P) its P keys (their maps are
+        summed), -1 where absent (a zero map); B the rows read. Returns (B, K, r, r) with r the layers' side.
         """
         mean = self.store.mean_map(self.loss_layers, rows)  # (B, HW, T)
         side = int(round(mean.shape[1] ** 0.5))
-        index = positions.clamp(min=0).unsqueeze(1).expand(-1, mean.shape[1], -1)  # (B, HW, K)
-        picked = torch.gather(mean, 2, index)  # (B, HW, K)
+        keys = positions if positions.dim() == 3 else positions.unsqueeze(-1)
+        picked = sum_over_keys(mean, keys)  # (B, HW, K)
         return picked.permute(0, 2, 1).reshape(positions.shape[0], positions.shape[1], side, side)
 
 
@@ -161,14 +170,19 @@ class JointAttentionProbe:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         if encoder_hidden_states is not None:
-            self.store.maps[self.name] = text_attention(attn, hidden_states, encoder_hidden_states)
+            rotary = kwargs.get("image_rotary_emb", args[0] if args else None)  # FLUX passes it positionally
+            self.store.maps[self.name] = text_attention(attn, hidden_states, encoder_hidden_states, rotary)
         return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
 
 
-def text_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+def text_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                   rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(B, 1, HW, T): softmax over the text keys of the image queries' logits, mean over the heads, computed as
-    diffusers' JointAttnProcessor2_0 computes the joint logits (projections, per-head norms, 1/sqrt(d) scale)."""
-    batch = hidden_states.shape[0]
+    diffusers' joint processors compute the joint logits (projections, per-head norms, 1/sqrt(d) scale; FLUX
+    also rotates queries and keys by their positions: `rotary` is its (cos, sin) over [text; image])."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    batch, text = hidden_states.shape[0], encoder_hidden_states.shape[1]
     query = attn.to_q(hidden_states)
     key = attn.add_k_proj(encoder_hidden_states)
     head_dim = query.shape[-1] // attn.heads
@@ -178,6 +192,10 @@ def text_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: tor
         query = attn.norm_q(query)
     if attn.norm_added_k is not None:
         key = attn.norm_added_k(key)
+    if rotary is not None:
+        cos, sin = rotary
+        query = apply_rotary_emb(query, (cos[text:], sin[text:]))
+        key = apply_rotary_emb(key, (cos[:text], sin[:text]))
     probs = (query @ key.transpose(-1, -2) * head_dim**-0.5).softmax(dim=-1)  # (B, heads, HW, T)
     return probs.mean(dim=1, keepdim=True)
 

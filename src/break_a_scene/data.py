@@ -26,6 +26,7 @@ class UnionSamplingDataset(Dataset):
     With class images (prior preservation), sample i also carries class image i mod M and its prompt.
     With `solid_background` (the paper's baselines, TI-m / DB-m / CD-m), the chosen concepts are pasted on a
     random solid colour instead of the rest of the scene.
+    `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class UnionSamplingDataset(Dataset):
         class_images: torch.Tensor | None = None,
         class_prompt: str | None = None,
         solid_background: bool = False,
+        token_lengths: list[int] | None = None,
     ):
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         for photo in self.photos:
@@ -62,7 +64,9 @@ class UnionSamplingDataset(Dataset):
         self.joiner = joiner
         self.class_images = class_images
         self.solid_background = solid_background
-        self.class_input_ids = tokenize_all(tokenizers, [class_prompt])[0] if class_images is not None else None
+        self.token_lengths = token_lengths
+        self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
+            if class_images is not None else None
 
     def __len__(self) -> int:
         return self.length
@@ -88,7 +92,7 @@ class UnionSamplingDataset(Dataset):
             "pixel_values": image,  # (3, R, R)
             "masks": masks,  # (k, R, R), in prompt order
             "token_ids": self.token_ids[chosen],  # (k,)
-            "input_ids": tokenize_all(self.tokenizers, [prompt])[0],  # (E, T): each of the model's E tokenizers
+            "input_ids": tokenize_all(self.tokenizers, [prompt], self.token_lengths)[0],  # (E, T): each tokenizer
             "prompt": prompt,
             "noise_seed": int(torch.randint(0, 2**62, (1,), generator=generator)),
             # the same picture always has the same key (its VAE posterior can be cached); None: drawn anew
@@ -158,11 +162,13 @@ class UnionSamplingDataModule(L.LightningDataModule):
         class_images: torch.Tensor | None = None,
         class_prompt: str | None = None,
         solid_background: bool = False,
+        token_lengths: list[int] | None = None,
     ):
         super().__init__()
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         self.dataset_kwargs = dict(
-            scene=scene, tokenizers=tokenizers, token_names=token_names, token_ids=token_ids, seed=seed,
+            scene=scene, tokenizers=tokenizers, token_lengths=token_lengths, token_names=token_names,
+            token_ids=token_ids, seed=seed,
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
         )

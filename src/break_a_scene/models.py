@@ -42,7 +42,7 @@ def quiet_loading(logs: bool = True):
                 lib.enable_progress_bar()
 
 
-PIPELINE_DIR = "a local diffusers pipeline directory (one with model_index.json, unet/, vae/, text_encoder/, ...)"
+PIPELINE_DIR = "a local diffusers pipeline directory (one saved by save_pretrained, with model_index.json)"
 
 
 MODEL_SETTING = "model.components.pretrained_model_name_or_path"

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import DDPStrategy
 
-from break_a_scene.attention import AttentionCapture, token_positions
+from break_a_scene.attention import AttentionCapture
 from break_a_scene.families.base import ModelFamily
 from break_a_scene.lora import LoraSettings, add_lora, lora_parameters
 from break_a_scene.losses import (
@@ -155,8 +155,8 @@ class BreakASceneModule(L.LightningModule):
         self.lora = LoraSettings(**(lora or {}))
         if "lora" in (phase1_trainable, phase2_trainable):
             add_lora(components, self.lora)
-        for encoder in self.text_encoders:
-            split_token_rows(encoder, tokens.ids)
+        for index, encoder in enumerate(self.text_encoders):
+            split_token_rows(encoder, tokens.ids_in(index))
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
         # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
@@ -413,7 +413,7 @@ class BreakASceneModule(L.LightningModule):
             loss = loss + self.hparams.lambda_prior * loss_prior
             logs["loss_prior"] = loss_prior
         if self.capture is not None:
-            positions = token_positions(batch["input_ids"][:, 0], batch["token_ids"])
+            positions = self.components.text_key_positions(batch["input_ids"], batch["token_ids"], self.tokens)
             maps = self.capture.token_maps(positions, rows=slice(0, instances))  # (B, K, r, r)
             targets = resize_masks(batch["masks"], self.attention_resolution, self.hparams.mask_downsampling)
             loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])

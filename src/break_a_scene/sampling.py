@@ -12,10 +12,8 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 
-from break_a_scene.attention import token_positions
 from break_a_scene.families.base import ModelFamily
 from break_a_scene.losses import normalize_by_max
-from break_a_scene.tokens import tokenize
 
 
 @dataclass
@@ -57,7 +55,6 @@ def sample_images(
             raise ValueError("attention maps need the pipeline's model family")
         latent = resolution // pipe.vae_scale_factor
         capture = family.pipeline_attention_capture(pipe, latent, latent // attention_resolution_divisor).install()
-        ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(attention_tokens))
     try:
         bar = tqdm(total=len(prompts), desc="sampling", unit="img", disable=not progress)
         for start in range(0, len(prompts), batch_size):
@@ -65,9 +62,8 @@ def sample_images(
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds]
             totals: list[torch.Tensor] = []
             if capture is not None:
-                input_ids = tokenize(pipe.tokenizer, batch_prompts)
-                positions = token_positions(input_ids, ids.expand(len(batch_prompts), -1)).to(device)
-                conditional = slice(len(batch_prompts), None) if guidance_scale > 1 else slice(None)
+                positions = family.prompt_key_positions(pipe, batch_prompts, attention_tokens).to(device)
+                conditional = family.conditional_rows(len(batch_prompts), guidance_scale)
 
             def after_step(_pipe, step, _t, callback_kwargs, seeds=batch_seeds):
                 if capture is not None:
@@ -95,7 +91,7 @@ def sample_images(
                 if mean_maps is not None:
                     normalized = normalize_by_max(mean_maps[row])
                     for k, token in enumerate(attention_tokens):
-                        if positions[row, k] >= 0:
+                        if bool((positions[row, k] >= 0).any()):
                             maps[token] = normalized[k].numpy()
                 yield Sample(prompt, seed, image, maps)
                 bar.update(1)

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -17,17 +17,25 @@ from break_a_scene.errors import UserInputError
 log = logging.getLogger(__name__)
 
 
-def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
-    """(len(prompts), 77) ids, padded and truncated as Stable Diffusion does."""
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str], length: int | None = None) -> torch.Tensor:
+    """(len(prompts), length) ids, padded and truncated as the pipelines do (CLIP: its 77 positions)."""
     return tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        prompts, padding="max_length", max_length=length or tokenizer.model_max_length, truncation=True,
+        return_tensors="pt",
     ).input_ids
 
 
-def tokenize_all(tokenizers: list[CLIPTokenizer], prompts: list[str]) -> torch.Tensor:
-    """(len(prompts), E, 77): the prompts' ids in each of a family's E tokenizers (the first one's ids are the
-    ones the attention loss finds its tokens in)."""
-    return torch.stack([tokenize(tokenizer, prompts) for tokenizer in tokenizers], dim=1)
+def tokenize_all(tokenizers: list, prompts: list[str], lengths: list[int] | None = None) -> torch.Tensor:
+    """(len(prompts), E, T): the prompts' ids in each of a family's E tokenizers, each at its own length
+    (`lengths`, default their model_max_length), right-padded with its pad id to the longest, T, so they
+    stack; a family's `encode_prompt` reads each encoder's own length back."""
+    lengths = lengths or [tokenizer.model_max_length for tokenizer in tokenizers]
+    longest = max(lengths)
+    return torch.stack([
+        torch.nn.functional.pad(tokenize(tokenizer, prompts, length), (0, longest - length),
+                                value=tokenizer.pad_token_id)
+        for tokenizer, length in zip(tokenizers, lengths)
+    ], dim=1)
 
 
 def token_slug(token: str) -> str:
@@ -55,8 +63,20 @@ def check_new_tokens(tokenizer: CLIPTokenizer, names: list[str]) -> None:
 @dataclass
 class PlaceholderTokens:
     names: list[str]
-    ids: list[int]
+    ids: list[int]  # in the first tokenizer: what batches carry and the attention maps are keyed by
     initializer_words: list[str] | None
+    encoder_ids: list[list[int]] = field(default_factory=list)  # in each text encoder; empty: `ids` everywhere
+
+    def ids_in(self, encoder: int) -> list[int]:
+        """The tokens' ids in the family's `encoder`-th tokenizer and text encoder (T5's differ from CLIP's)."""
+        return self.encoder_ids[encoder] if self.encoder_ids else self.ids
+
+    def translate(self, token_ids: torch.Tensor, encoder: int) -> torch.Tensor:
+        """First-tokenizer ids (any shape, -1 where padded) -> the same tokens' ids in `encoder`."""
+        source = torch.tensor(self.ids, device=token_ids.device)
+        target = torch.tensor(self.ids_in(encoder), device=token_ids.device)
+        hits = token_ids.unsqueeze(-1) == source  # (..., N)
+        return torch.where(hits.any(dim=-1), target[hits.int().argmax(dim=-1)], torch.full_like(token_ids, -1))
 
 
 def add_placeholder_tokens(
@@ -75,7 +95,10 @@ def add_placeholder_tokens(
     original_size = len(tokenizer)
     tokenizer.add_tokens(names)
     ids = tokenizer.convert_tokens_to_ids(names)
-    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    # T5's matrix has spare rows past its tokenizer (32,128 for 32,100 tokens): grow it, never shrink it
+    rows = text_encoder.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     weight = text_encoder.get_input_embeddings().weight
     count = len(names)
     with torch.no_grad():
@@ -94,6 +117,7 @@ def add_placeholder_tokens(
         else:
             weight[ids] = weight[original_size - 2 * count : original_size - count].clone()
     return PlaceholderTokens(list(names), list(ids), list(initializer_words) if initializer_words else None)
+
 
 
 def sum_rows_by_id(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -240,7 +240,8 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
     except ValueError as err:  # e.g. no cross-attention layer at the requested resolution
         raise UserInputError(str(err)) from None
     datamodule: UnionSamplingDataModule = instantiate(cfg.data.loader)(
-        scene=photos, tokenizers=inputs.components.tokenizers, token_names=tokens.names,
+        scene=photos, tokenizers=inputs.components.tokenizers, token_lengths=inputs.components.token_lengths,
+        token_names=tokens.names,
         token_ids=tokens.ids, total_steps=module.total_steps, seed=cfg.seed,
         class_images=class_images, class_prompt=cfg.data.prior_preservation.class_prompt,
     )

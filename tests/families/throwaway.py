@@ -41,10 +41,6 @@ class Throwaway(ModelFamily):
     def named_text_encoders(self):
         return [("text_encoder", self.text_encoder)]
 
-    @property
-    def tokenizers(self):
-        return [self.tokenizer]
-
     def encode_prompt(self, input_ids, resolution):
         return self.text_encoder(input_ids[:, 0])[0], {}
 

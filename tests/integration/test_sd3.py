@@ -33,7 +33,7 @@ def test_conditioning_equals_the_pipelines():
     hidden, extra = parts.encode_prompt(parts.tokenize([prompt]), 64)
     embeds, _, pooled, _ = parts.pipeline().encode_prompt(prompt, None, None, device="cpu",
                                                           do_classifier_free_guidance=False)
-    assert hidden.shape == (1, 77 + 256, 64) and torch.allclose(hidden, embeds, atol=1e-6)
+    assert hidden.shape == (1, 77 + 256, 96) and torch.allclose(hidden, embeds, atol=1e-6)  # CLIP, then T5
     assert torch.allclose(extra["pooled_projections"], pooled, atol=1e-6)
 
 
@@ -106,18 +106,20 @@ def test_tiny_sd3_trains_both_phases_exports_and_generates(tmp_path, scene_dir):
     module = train(compose_config("train", overrides, tmp_path))
     assert module.phase == 2 and module.trainer.global_step == 6
     assert module.denoiser is module.transformer  # registered under the pipeline's name for it
-    for name, encoder in start.named_text_encoders():  # the tokens learned in both CLIP encoders
+    assert module.tokens.encoder_ids == [[49408, 49409], [49408, 49409], [2234, 2235]]  # T5's own ids
+    for index, (name, encoder) in enumerate(start.named_text_encoders()):  # learned in CLIP-L, CLIP-G and T5
         learned = getattr(module, name).get_input_embeddings().weight
-        red, blue = start.tokenizers[0].encode("red blue", add_special_tokens=False)
-        assert not torch.equal(learned[49408], encoder.get_input_embeddings().weight[red])
-        assert not torch.equal(learned[49409], encoder.get_input_embeddings().weight[blue])
+        red, blue = start.tokenizers[index].encode("red blue", add_special_tokens=False)
+        first, second = module.tokens.ids_in(index)
+        assert not torch.equal(learned[first], encoder.get_input_embeddings().weight[red])
+        assert not torch.equal(learned[second], encoder.get_input_embeddings().weight[blue])
     assert not torch.equal(module.transformer.pos_embed.proj.weight, start.transformer.pos_embed.proj.weight)
 
     pipeline_dir = tmp_path / "run" / "pipeline"
     assert json.loads((pipeline_dir / "break_a_scene.json").read_text())["family"] == StableDiffusion3.qualified_name()
-    pipe = StableDiffusion3Pipeline.from_pretrained(pipeline_dir, text_encoder_3=None, tokenizer_3=None,
-                                                    local_files_only=True)
+    pipe = StableDiffusion3Pipeline.from_pretrained(pipeline_dir, local_files_only=True)
     assert pipe.tokenizer("<asset1>").input_ids == pipe.tokenizer_2("<asset1>").input_ids == [49406, 49409, 49407]
+    assert pipe.tokenizer_3("<asset1>").input_ids == [2235, 1]
     records = generate(str(pipeline_dir), str(tmp_path / "samples"), ["a photo of <asset0> and <asset1>"],
                        num_images_per_prompt=1, num_inference_steps=2, device="cpu", progress=False)
     assert set(records[0]["attention"]) == {"<asset0>", "<asset1>"}
@@ -139,6 +141,24 @@ def test_sd35_configs_load_a_saved_sd3_folder_through_the_real_path(tmp_path):
         loaded = instantiate(cfg.model.components)
         assert isinstance(loaded, StableDiffusion3) and loaded.latent_shift == pytest.approx(0.0609)
         assert torch.equal(loaded.transformer.pos_embed.proj.weight, tiny_sd3().transformer.pos_embed.proj.weight)
+        assert loaded.text_encoder_3 is not None and len(loaded.tokenizers) == 3
+    cfg = compose_config("train", ["model=sd35_medium", f"model.components.pretrained_model_name_or_path={saved}",
+                                   "model.components.text_encoder_3=false"], tmp_path)
+    without = instantiate(cfg.model.components)  # T5 left unloaded: the prompt ends in 256 zero rows
+    assert without.text_encoder_3 is None and [n for n, _ in without.named_text_encoders()] == ["text_encoder",
+                                                                                                "text_encoder_2"]
+    hidden, _ = without.encode_prompt(without.tokenize(["a photo"]), 64)
+    assert hidden.shape == (1, 77 + 256, 96) and not hidden[:, 77:].any()
+
+
+def test_a_loading_option_the_family_lacks_is_refused_in_one_line(tmp_path):
+    from break_a_scene.errors import UserInputError
+    from break_a_scene.families.stable_diffusion import StableDiffusion
+
+    with pytest.raises(UserInputError, match=r"^model.components.text_encoder_3 is not a setting of "
+                                             r"StableDiffusion.load; it takes pretrained_model_name_or_path, "
+                                             r"revision, variant\.$"):
+        StableDiffusion.load(str(tmp_path), text_encoder_3=False)
 
 
 def test_a_lora_phase_two_on_sd3_exports_fused_and_refuses_an_asset(scene_dir, tmp_path):

@@ -101,3 +101,26 @@ def test_layer_resolutions_of_tiny(tiny):
     assert layers["down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor"] == 32
     assert layers["up_blocks.2.attentions.0.transformer_blocks.0.attn2.processor"] == 32
     assert layers["mid_block.attentions.0.transformer_blocks.0.attn2.processor"] == 8
+
+
+def test_a_tokens_keys_are_summed_and_absent_keys_give_nothing():
+    """maps (1 sample, 2 image queries, 4 text keys); token 0 has keys 1 and 3 (CLIP and T5), token 1 only key 2
+    (its T5 copy was truncated: -1)."""
+    from break_a_scene.attention import sum_over_keys
+
+    maps = torch.tensor([[[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]])
+    positions = torch.tensor([[[1, 3], [2, -1]]])
+    assert torch.allclose(sum_over_keys(maps, positions), torch.tensor([[[0.6, 0.3], [0.4, 0.2]]]))
+
+
+def test_sd3_reads_a_tokens_clip_key_and_its_t5_key_after_the_clip_positions():
+    from break_a_scene.families.sd3 import StableDiffusion3
+
+    clip = torch.tensor([[[49406, 320, 49408, 49407]]])
+    t5 = torch.tensor([[[5, 2234, 1, 0]]])
+    ids = torch.cat([clip, clip, t5], dim=1)  # (1, 3, 4)
+    positions = StableDiffusion3.key_positions(ids, [torch.tensor([[49408]]), torch.tensor([[49408]]),
+                                                     torch.tensor([[2234]])], [4, 4, 4])
+    assert positions.tolist() == [[[2, 4 + 1]]]
+    without_t5 = StableDiffusion3.key_positions(ids[:, :2], [torch.tensor([[49408]])] * 2, [4, 4])
+    assert without_t5.tolist() == [[[2]]]

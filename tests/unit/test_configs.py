@@ -16,7 +16,7 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / gro
 VARIANTS = sorted(path.stem for path in (CONF / "variant").glob("*.yaml"))
 # downloads, or 1.3 B (SD) and 3.5 B (SDXL) random parameters
 NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "sdxl", "sdxl_arch", "toyworld", "sd35_medium",
-                 "sd35_large"}
+                 "sd35_large", "flux_dev", "flux_schnell"}
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

@@ -121,3 +121,26 @@ def test_phase1_on_the_token_rows_equals_the_full_matrix_with_rows_restored(tiny
     assert not torch.equal(spliced.rows.detach(), start[tokens.ids])
     torch.testing.assert_close(spliced.rows.detach(), expected, atol=1e-6, rtol=0)
     assert torch.equal(encoder.get_input_embeddings().weight[others], start[others])
+
+
+def test_tokenize_all_pads_each_tokenizer_to_the_longest_with_its_own_pad_id():
+    from break_a_scene.clip_tokenizer import build_clip_tokenizer
+    from break_a_scene.t5_tokenizer import build_t5_tokenizer
+    from break_a_scene.tokens import tokenize_all
+
+    clip, t5 = build_clip_tokenizer("<|endoftext|>"), build_t5_tokenizer()
+    ids = tokenize_all([clip, t5], ["a photo"], [77, 100])
+    assert ids.shape == (1, 2, 100)
+    assert ids[0, 0, :4].tolist() == [49406, 320, 1125, 49407] and (ids[0, 0, 4:] == 49407).all()  # 77 + 23 pads
+    assert ids[0, 1, :3].tolist() == [t5.convert_tokens_to_ids("\u2581a"), t5.convert_tokens_to_ids("\u2581photo"), 1]
+    assert (ids[0, 1, 3:] == 0).all()
+
+
+def test_placeholder_ids_translate_from_the_first_tokenizer_to_each_encoder():
+    from break_a_scene.tokens import PlaceholderTokens
+
+    tokens = PlaceholderTokens(["<a>", "<b>"], [49408, 49409], None, encoder_ids=[[49408, 49409], [2234, 2235]])
+    batch = torch.tensor([[49409, -1], [49408, 49409]])
+    assert tokens.translate(batch, 0).tolist() == [[49409, -1], [49408, 49409]]
+    assert tokens.translate(batch, 1).tolist() == [[2235, -1], [2234, 2235]]
+    assert PlaceholderTokens(["<a>"], [7], None).ids_in(2) == [7]  # one vocabulary: the same ids everywhere

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Callable, ClassVar
 import torch
 from diffusers import DiffusionPipeline
 
+from break_a_scene.attention import token_positions
 from break_a_scene.errors import UserInputError
 from break_a_scene.models import MODEL_SETTING, quiet_loading, read_model_index, resolve_model_dir
 from break_a_scene.tokens import (
@@ -50,16 +52,32 @@ class ModelFamily:
     # ---- what a family implements ---------------------------------------------------------------------
     @classmethod
     def load_parts(cls, root: Path, kwargs: dict) -> dict:
-        """The constructor's parts read from a pipeline folder (float32 weights), `source` excepted."""
+        """The constructor's parts read from a pipeline folder (float32 weights), `source` excepted. A family may
+        take keyword options after `kwargs`: its own loading choices, set in the model config (SD 3's
+        `text_encoder_3`)."""
         raise NotImplementedError
 
     def named_text_encoders(self) -> list[tuple[str, torch.nn.Module]]:
         """(pipeline attribute, text encoder) of every text encoder, in the order of `tokenizers`."""
         raise NotImplementedError
 
-    @property
-    def tokenizers(self) -> list:
-        raise NotImplementedError
+    @classmethod
+    def pipeline_tokenizers(cls, pipe) -> list:
+        """The tokenizers of a pipeline (or of the family's own parts, which have the same names), one per text
+        encoder in `named_text_encoders`' order."""
+        return [pipe.tokenizer]
+
+    @classmethod
+    def token_lengths_of(cls, tokenizers: list) -> list[int]:
+        """How many positions each tokenizer's ids fill, as the pipeline tokenizes (CLIP: 77)."""
+        return [tokenizer.model_max_length for tokenizer in tokenizers]
+
+    @classmethod
+    def key_positions(cls, input_ids: torch.Tensor, token_ids: list[torch.Tensor], lengths: list[int]) -> torch.Tensor:
+        """(B, K, P): where each token's P text keys sit in the text sequence the denoiser attends to, -1 where
+        absent. input_ids (B, E, T) from `tokenize`; token_ids[e] (B, K) the tokens' ids in encoder e (-1 where
+        padded). By default the sequence is the first encoder's (a UNet's cross-attention context)."""
+        return token_positions(input_ids[:, 0], token_ids[0]).unsqueeze(-1)
 
     def encode_prompt(self, input_ids: torch.Tensor, resolution: int) -> Conditioning:
         """input_ids (B, E, T) from `tokenize` -> the denoiser's text input and its other keyword inputs."""
@@ -102,6 +120,12 @@ class ModelFamily:
         raise NotImplementedError
 
     @classmethod
+    def conditional_rows(cls, batch: int, guidance_scale: float) -> slice:
+        """The rows of a pipeline's denoiser batch that hold the prompts: the second half under classifier-free
+        guidance (the pipelines put the unconditional half first), else all."""
+        return slice(batch, None) if guidance_scale > 1 else slice(None)
+
+    @classmethod
     def call_kwargs(cls) -> dict:
         """What the family's pipeline must be called with to condition as training does (beyond the prompt)."""
         return {}
@@ -116,8 +140,10 @@ class ModelFamily:
 
     # ---- the same for every family ------------------------------------------------------------------
     @classmethod
-    def load(cls, pretrained_model_name_or_path: str, revision: str | None = None, variant: str | None = None):
+    def load(cls, pretrained_model_name_or_path: str, revision: str | None = None, variant: str | None = None,
+             **options):
         """Load a diffusers pipeline folder (from disk or the local cache) as this family's parts."""
+        _check_options(cls, options)
         root = resolve_model_dir(pretrained_model_name_or_path, revision)
         if (root / "model_index.json").is_file():
             held = read_model_index(root)["_class_name"]
@@ -138,7 +164,7 @@ class ModelFamily:
         # training keeps fp32 master weights whatever the files hold (the toy world ships fp16)
         try:
             with quiet_loading():
-                return cls(**cls.load_parts(root, kwargs), source=pretrained_model_name_or_path)
+                return cls(**cls.load_parts(root, kwargs, **options), source=pretrained_model_name_or_path)
         except UserInputError:
             raise
         except Exception as err:  # missing or truncated weights, broken configs: the files, not us
@@ -156,28 +182,47 @@ class ModelFamily:
     def text_encoders(self) -> list[torch.nn.Module]:
         return [encoder for _, encoder in self.named_text_encoders()]
 
+    @property
+    def tokenizers(self) -> list:
+        return self.pipeline_tokenizers(self)
+
+    @property
+    def token_lengths(self) -> list[int]:
+        return self.token_lengths_of(self.tokenizers)
+
+    def text_key_positions(self, input_ids: torch.Tensor, token_ids: torch.Tensor,
+                           tokens: PlaceholderTokens) -> torch.Tensor:
+        """`key_positions` for a batch: token_ids (B, K) are first-tokenizer ids, as batches carry them."""
+        return self.key_positions(input_ids, [tokens.translate(token_ids, e) for e in range(len(self.tokenizers))],
+                                  self.token_lengths)
+
+    @classmethod
+    def prompt_key_positions(cls, pipe, prompts: list[str], tokens: list[str]) -> torch.Tensor:
+        """`key_positions` of named tokens in prompts, tokenized by a pipeline's tokenizers (for sampling maps)."""
+        tokenizers = cls.pipeline_tokenizers(pipe)
+        lengths = cls.token_lengths_of(tokenizers)
+        ids = [torch.tensor(t.convert_tokens_to_ids(tokens)).expand(len(prompts), -1) for t in tokenizers]
+        return cls.key_positions(tokenize_all(tokenizers, prompts, lengths), ids, lengths)
+
     def parts(self) -> list[torch.nn.Module]:
         """Every module with weights: the text encoders, the VAE and the denoiser."""
         return [*self.text_encoders, self.vae, self.denoiser]
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
-        return tokenize_all(self.tokenizers, prompts)
+        """(B, E, T): see `tokenize_all`."""
+        return tokenize_all(self.tokenizers, prompts, self.token_lengths)
 
     def check_new_tokens(self, names: list[str]) -> None:
         for tokenizer in self.tokenizers:
             check_new_tokens(tokenizer, names)
 
     def add_placeholder_tokens(self, names: list[str], initializer_words: list[str] | None = None) -> PlaceholderTokens:
-        """Add the tokens to every tokenizer and text encoder (each encoder's rows initialised from its own
-        embedding of the initializer words); they get the same ids everywhere, the ones returned."""
+        """Add the tokens to every tokenizer and text encoder, each encoder's rows initialised by the same rule
+        from its own embedding (T5's ids differ from CLIP's: `PlaceholderTokens.ids_in`)."""
         added = [add_placeholder_tokens(tokenizer, encoder, names, initializer_words)
                  for tokenizer, encoder in zip(self.tokenizers, self.text_encoders)]
-        if any(tokens.ids != added[0].ids for tokens in added):
-            raise UserInputError(
-                f"the placeholder tokens got different ids in this model's tokenizers ({[t.ids for t in added]}); "
-                f"its tokenizers ({self.source}) must share one vocabulary."
-            )
-        return added[0]
+        return PlaceholderTokens(added[0].names, added[0].ids, added[0].initializer_words,
+                                 encoder_ids=[tokens.ids for tokens in added])
 
     def pipeline(self) -> DiffusionPipeline:
         """The inference pipeline over these very modules (no copies), progress bar off."""
@@ -225,6 +270,18 @@ class ModelFamily:
     def qualified_name(cls) -> str:
         """What an export's manifest records to find the family again (`family_named`)."""
         return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_options(family: type[ModelFamily], options: dict) -> None:
+    """Refuse a loading option the family does not take, before anything is read."""
+    taken = [name for name, parameter in inspect.signature(family.load_parts).parameters.items()
+             if parameter.kind is inspect.Parameter.KEYWORD_ONLY or name not in ("cls", "root", "kwargs")]
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise UserInputError(
+            f"model.components.{unknown[0]} is not a setting of {family.__name__}.load; it takes "
+            f"pretrained_model_name_or_path, revision, variant{''.join(', ' + name for name in taken)}."
+        )
 
 
 def _builtin_families() -> list[type[ModelFamily]]:

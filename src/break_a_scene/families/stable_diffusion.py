@@ -138,10 +138,6 @@ class StableDiffusion(ModelFamily):
     def named_text_encoders(self) -> list[tuple[str, torch.nn.Module]]:
         return [("text_encoder", self.text_encoder)]
 
-    @property
-    def tokenizers(self) -> list[CLIPTokenizer]:
-        return [self.tokenizer]
-
     def encode_prompt(self, input_ids: torch.Tensor, resolution: int) -> Conditioning:
         return self.text_encoder(input_ids[:, 0])[0], {}
 

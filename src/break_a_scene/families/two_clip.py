@@ -31,9 +31,9 @@ class TwoCLIPEncoders:
     def named_text_encoders(self) -> list[tuple[str, torch.nn.Module]]:
         return [("text_encoder", self.text_encoder), ("text_encoder_2", self.text_encoder_2)]
 
-    @property
-    def tokenizers(self) -> list[CLIPTokenizer]:
-        return [self.tokenizer, self.tokenizer_2]
+    @classmethod
+    def pipeline_tokenizers(cls, pipe) -> list[CLIPTokenizer]:
+        return [pipe.tokenizer, pipe.tokenizer_2]
 
     def clip_states(self, input_ids: torch.Tensor):
         """(B, T, w1 + w2) penultimate hidden states side by side, and both encoders' outputs (for pooling)."""
