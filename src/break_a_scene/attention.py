@@ -128,6 +128,20 @@ class AttentionCapture:
         self.model.set_attn_processor({name: self.processors.get(name, proc) for name, proc in current.items()})
         return self
 
+    def select(self, indices: list[int]) -> "AttentionCapture":
+        """Keep only these of the loss layers (`method.attention_layers`: indices in the denoiser's order); the
+        others go back to their own processors unless the released capture keeps them."""
+        if not indices or any(not 0 <= i < len(self.loss_layers) for i in indices):
+            raise ValueError(f"method.attention_layers={list(indices)} must pick among the {len(self.loss_layers)} "
+                             f"layers the attention loss can read here (indices 0-{len(self.loss_layers) - 1}).")
+        dropped = set(self.loss_layers) - {self.loss_layers[i] for i in indices}
+        self.loss_layers = [self.loss_layers[i] for i in sorted(set(indices))]
+        if set(self.keep) == dropped | set(self.loss_layers):  # the default capture: replace only what it reads
+            self.keep = list(self.loss_layers)
+            self.replace = [name for name in self.replace if name not in dropped]
+            self.processors = {name: p for name, p in self.processors.items() if name not in dropped}
+        return self
+
     @property
     def installed(self) -> bool:
         return self._previous is not None
@@ -207,6 +221,7 @@ class JointAttentionCapture(AttentionCapture):
 
     def __init__(self, model: torch.nn.Module, loss_layers: list[str], side: int):
         self.model, self.loss_layers, self.side = model, list(loss_layers), side
+        self.keep, self.replace, self.processors = list(loss_layers), list(loss_layers), {}  # probes made at install
         self.store = AttentionStore()
         self._previous: dict | None = None
 

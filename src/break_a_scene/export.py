@@ -43,7 +43,7 @@ def export_pipeline(components: ModelFamily, path: str | Path, manifest: dict, l
         staging.mkdir()
         with quiet_loading(logs=False):
             if asset:
-                save_lora_asset(components, manifest["token_ids"], staging)
+                save_lora_asset(components, manifest.get("encoder_token_ids") or [manifest["token_ids"]], staging)
             if fused:
                 with merged_lora(components):
                     components.save_pipeline(staging)

@@ -4,7 +4,8 @@ The released code's authors describe an extracted asset as "a text token plus Lo
 (built on Break-A-Scene) and diffusers' pivotal tuning train LoRA in their second phase. Adapters go on the
 denoiser's attention projections (the text encoders' optionally), through peft; the token rows keep training at
 `method.phase2_lr` (or stay frozen). The asset is small: the token rows in diffusers' textual-inversion
-form, one (N, d) tensor per text encoder, and the LoRA weights in the file `load_lora_weights` reads.
+form, one (N, d) tensor per text encoder, and the LoRA weights in the file `load_lora_weights` reads (adapters
+on the text encoders diffusers' loader takes for the family: CLIP's, not T5's).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from break_a_scene.families.base import ModelFamily
-from break_a_scene.tokens import plain_token_embeddings
+from break_a_scene.tokens import plain_token_embeddings, put_token_rows
 
 TOKEN_EMBEDDINGS = "token_embeddings.safetensors"  # {text encoder attribute: (N, d)}, tokens in the manifest
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' default name, read by load_lora_weights
@@ -44,13 +45,15 @@ def _config(settings: LoraSettings, targets: list[str]):
 
 
 def add_lora(components: ModelFamily, settings: LoraSettings) -> None:
-    """Adapters on the denoiser (and with `text_encoders`, on every text encoder); B starts at zero, so the
-    model computes exactly what it did before."""
+    """Adapters on the denoiser (and with `text_encoders`, on the family's `lora_text_encoders`); B starts at
+    zero, so the model computes exactly what it did before."""
     components.denoiser.add_adapter(_config(settings, settings.target_modules))
     if settings.text_encoders:  # through peft itself: transformers' add_adapter asks for a newer peft
         from peft import inject_adapter_in_model
 
-        for encoder in components.text_encoders:
+        for name, encoder in components.named_text_encoders():
+            if name not in components.lora_text_encoders:
+                continue
             config = _config(settings, settings.text_encoder_target_modules)
             inject_adapter_in_model(config, encoder)
             encoder.peft_config = {"default": config}
@@ -66,13 +69,15 @@ def adapted_modules(components: ModelFamily) -> dict[str, torch.nn.Module]:
     return {name: module for name, module in parts.items() if lora_parameters(module)}
 
 
-def save_lora_asset(components: ModelFamily, token_ids: list[int], folder: Path) -> None:
-    """The token rows of every text encoder and the LoRA weights (with their rank and alpha) into `folder`."""
+def save_lora_asset(components: ModelFamily, encoder_token_ids: list[list[int]], folder: Path) -> None:
+    """The token rows of every text encoder (each at its own ids: `PlaceholderTokens.encoder_ids`) and the LoRA
+    weights (with their rank and alpha) into `folder`."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    ids = encoder_token_ids if len(encoder_token_ids) > 1 else encoder_token_ids * len(components.text_encoders)
     rows = {name: encoder.get_input_embeddings().weight[token_ids].detach().float().cpu().contiguous()
-            for name, encoder in components.named_text_encoders()}
+            for (name, encoder), token_ids in zip(components.named_text_encoders(), ids)}
     save_file(rows, str(folder / TOKEN_EMBEDDINGS))
     kwargs = {}
     for name, module in adapted_modules(components).items():
@@ -82,15 +87,15 @@ def save_lora_asset(components: ModelFamily, token_ids: list[int], folder: Path)
 
 
 def load_lora_asset(pipe, folder: Path, tokens: list[str]) -> None:
-    """Put an asset onto a pipeline of its base model: each encoder's token rows with
-    `load_textual_inversion`, then the adapters with `load_lora_weights`."""
+    """Put an asset onto a pipeline of its base model: each encoder's token rows (`tokens.put_token_rows`: what
+    diffusers' `load_textual_inversion` does, for T5 and for SD 3's pipeline too, which has no such loader),
+    then the adapters with `load_lora_weights`."""
     from safetensors.torch import load_file
 
     rows = load_file(str(folder / TOKEN_EMBEDDINGS))
     for name, embeddings in rows.items():
         tokenizer = getattr(pipe, name.replace("text_encoder", "tokenizer"))
-        pipe.load_textual_inversion(embeddings, token=list(tokens), text_encoder=getattr(pipe, name),
-                                    tokenizer=tokenizer)
+        put_token_rows(tokenizer, getattr(pipe, name), list(tokens), embeddings)
     pipe.load_lora_weights(str(folder), weight_name=LORA_WEIGHTS)
 
 

@@ -121,6 +121,8 @@ class BreakASceneModule(L.LightningModule):
         lambda_prior: float = 1.0,
         attention_resolution_divisor: int = 4,
         attention_capture: Literal["loss_layers", "released"] = "loss_layers",
+        attention_layers: list[int] | None = None,
+        attention_keys: Literal["all", "first"] = "all",
         gradient_checkpointing: bool = False,
         mask_downsampling: Literal["nearest", "max"] = "nearest",
         phase1_trainable: Trainable = "tokens",
@@ -169,6 +171,10 @@ class BreakASceneModule(L.LightningModule):
         if lambda_attention > 0:
             self.capture = components.attention_capture(latent_size, self.attention_resolution,
                                                         released=attention_capture == "released")
+            if attention_layers is not None:
+                self.capture.select(attention_layers)
+        if attention_keys not in ("all", "first"):
+            raise ValueError(f"method.attention_keys must be all or first, not {attention_keys!r}")
         if gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
             for encoder in self.text_encoders:
@@ -414,6 +420,8 @@ class BreakASceneModule(L.LightningModule):
             logs["loss_prior"] = loss_prior
         if self.capture is not None:
             positions = self.components.text_key_positions(batch["input_ids"], batch["token_ids"], self.tokens)
+            if self.hparams.attention_keys == "first":  # the first text sequence's key alone (SD 3: CLIP's)
+                positions = positions[..., :1]
             maps = self.capture.token_maps(positions, rows=slice(0, instances))  # (B, K, r, r)
             targets = resize_masks(batch["masks"], self.attention_resolution, self.hparams.mask_downsampling)
             loss_attn = cross_attention_loss(maps, targets, batch["token_valid"])

@@ -120,6 +120,20 @@ def add_placeholder_tokens(
 
 
 
+def put_token_rows(tokenizer, text_encoder: torch.nn.Module, names: list[str], rows: torch.Tensor) -> list[int]:
+    """Add `names` to a loaded tokenizer and give them these (N, d) embedding rows in `text_encoder` (an asset's
+    tokens put onto its base model). Returns their ids."""
+    check_new_tokens(tokenizer, names)
+    tokenizer.add_tokens(names)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if len(tokenizer) > text_encoder.get_input_embeddings().weight.shape[0]:
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[ids] = rows.to(weight)
+    return ids
+
+
 def sum_rows_by_id(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, rows) pairs -> (unique ids, the rows of each id summed): a sparse embedding gradient."""
     ids = torch.cat([i for i, _ in parts])

@@ -169,14 +169,7 @@ def _check_room(components: ModelFamily, export_target: Path) -> None:
 
 
 def _check_reloadable(components: ModelFamily) -> None:
-    """A LoRA asset is loaded onto its base model later, so the base must be one that can be loaded again, by
-    a pipeline that can take the token rows (diffusers' textual-inversion loader; SD3's pipeline has none)."""
-    if not hasattr(components.pipeline_class, "load_textual_inversion"):
-        raise UserInputError(
-            f"a LoRA phase 2 exports an asset of token rows + LoRA weights by default, but diffusers' "
-            f"{components.pipeline_class.__name__} cannot load token rows; set callbacks.export.lora=fused (a full "
-            f"pipeline with the adapters merged)."
-        )
+    """A LoRA asset is loaded onto its base model later, so the base must be one that can be loaded again."""
     try:
         resolve_model_dir(components.source)
     except UserInputError:

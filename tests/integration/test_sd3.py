@@ -161,12 +161,15 @@ def test_a_loading_option_the_family_lacks_is_refused_in_one_line(tmp_path):
         StableDiffusion.load(str(tmp_path), text_encoder_3=False)
 
 
-def test_a_lora_phase_two_on_sd3_exports_fused_and_refuses_an_asset(scene_dir, tmp_path):
-    base = [*FAST, "model=tiny_sd3", f"data.scene.folder={scene_dir}", "variant=lora"]
-    with pytest.raises(Exception, match="StableDiffusion3Pipeline cannot load token rows; set callbacks.export.lora"):
-        train(compose_config("train", base, tmp_path / "a"))
-    module = train(compose_config("train", [*base, "callbacks.export.lora=fused"], tmp_path / "b"))
-    assert module.phase == 2
-    pipe = StableDiffusion3Pipeline.from_pretrained(tmp_path / "b" / "run" / "pipeline", text_encoder_3=None,
-                                                    tokenizer_3=None, local_files_only=True)
-    assert not any(".lora_" in name for name, _ in pipe.transformer.named_parameters())  # merged, plain modules
+def test_attention_switches_pick_blocks_and_keys(scene_dir, tmp_path):
+    """method.attention_layers=[1] reads the second joint block alone; attention_keys=first reads a token's CLIP
+    key only, so the loss differs from the default's, which also counts its T5 key."""
+    losses = {}
+    for keys in ("all", "first"):
+        overrides = [*FAST, "model=tiny_sd3", f"data.scene.folder={scene_dir}", "method.attention_layers=[1]",
+                     f"method.attention_keys={keys}", "method.phase2_steps=0", "method.phase1_steps=1",
+                     "callbacks.export=null"]
+        module = train(compose_config("train", overrides, tmp_path / keys))
+        assert module.capture.loss_layers == ["transformer_blocks.1.attn.processor"]
+        losses[keys] = float(module.trainer.callback_metrics["loss_attention"])
+    assert losses["all"] != pytest.approx(losses["first"])

@@ -124,3 +124,20 @@ def test_sd3_reads_a_tokens_clip_key_and_its_t5_key_after_the_clip_positions():
     assert positions.tolist() == [[[2, 4 + 1]]]
     without_t5 = StableDiffusion3.key_positions(ids[:, :2], [torch.tensor([[49408]])] * 2, [4, 4])
     assert without_t5.tolist() == [[[2]]]
+
+
+def test_attention_layers_picks_among_the_loss_layers(tiny):
+    from break_a_scene.families.stable_diffusion import StableDiffusion
+
+    assert isinstance(tiny, StableDiffusion)
+    capture = tiny.attention_capture(8, 4)
+    every = list(capture.loss_layers)
+    assert len(every) >= 2
+    capture.select([1])
+    assert capture.loss_layers == every[1:2] and set(capture.processors) == {every[1]}
+    capture.install()
+    replaced = [name for name, proc in tiny.unet.attn_processors.items() if proc in capture.processors.values()]
+    assert replaced == every[1:2]  # the dropped layer keeps its fused processor
+    capture.remove()
+    with pytest.raises(ValueError, match=r"method.attention_layers=\[5\] must pick among the"):
+        tiny.attention_capture(8, 4).select([5])

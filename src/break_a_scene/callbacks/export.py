@@ -29,6 +29,7 @@ class ExportPipeline(L.Callback):
         manifest = {
             "tokens": facts.tokens.names,
             "token_ids": facts.tokens.ids,
+            "encoder_token_ids": [facts.tokens.ids_in(e) for e in range(max(len(facts.tokens.encoder_ids), 1))],
             "initializer_words": facts.tokens.initializer_words,
             "steps": {"phase1": facts.phase1_steps, "phase2": facts.phase2_steps},
             "resolution": facts.resolution,

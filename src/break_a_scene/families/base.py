@@ -111,6 +111,12 @@ class ModelFamily:
     lora_target_modules: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
 
     @property
+    def lora_text_encoders(self) -> list[str]:
+        """The text encoders that take LoRA adapters (with `method.lora.text_encoders`): those whose adapters
+        diffusers' LoRA loader for the pipeline reads back. By default every one."""
+        return [name for name, _ in self.named_text_encoders()]
+
+    @property
     def denoiser_downsample_factor(self) -> int:
         """Latent pixels per pixel of the denoiser's coarsest grid (its patch size, or a UNet's downsampling)."""
         raise NotImplementedError

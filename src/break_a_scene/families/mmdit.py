@@ -75,6 +75,11 @@ class JointAttentionFamily:
                              f"method.attention_resolution_divisor.")
         return JointAttentionCapture(pipe.transformer, joint_attention_layers(pipe.transformer), attention_side)
 
+    @property
+    def lora_text_encoders(self) -> list[str]:
+        """CLIP's: diffusers' SD 3 and FLUX LoRA loaders read no T5 adapters."""
+        return [name for name, encoder in self.named_text_encoders() if not isinstance(encoder, T5EncoderModel)]
+
     def cross_attention_kv(self) -> list[torch.nn.Parameter]:
         return [p for name, p in self.transformer.named_parameters() if ".add_k_proj." in name
                 or ".add_v_proj." in name]

@@ -1,0 +1,55 @@
+"""A LoRA phase 2 on the MM-DiTs (SD 3, FLUX.1): the asset holds each text encoder's token rows at its own ids
+(T5's included) and LoRA weights for the transformer and the CLIP encoders in the file diffusers' loader reads;
+put onto its base model it draws what the fused export draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from break_a_scene.generate import export_family, generate, load_trained_pipeline
+from break_a_scene.lora import LORA_WEIGHTS, TOKEN_EMBEDDINGS
+from break_a_scene.training import train
+from tests.helpers import FAST, compose_config
+from tests.integration.test_flux import tiny_flux
+from tests.integration.test_sd3 import tiny_sd3
+
+CASES = {  # model config, tiny parts, the text encoders with adapters, T5's attribute and width
+    "sd3": ("sd35_medium", tiny_sd3, {"text_encoder", "text_encoder_2"}, "text_encoder_3", 96),
+    "flux": ("flux_dev", tiny_flux, {"text_encoder"}, "text_encoder_2", 32),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_lora_asset_on_the_base_model_draws_what_the_fused_export_draws(case, scene_dir, tmp_path):
+    config, tiny, adapted, t5, t5_width = CASES[case]
+    base_model = tiny().save_pipeline(tmp_path / "base")
+    overrides = [*FAST, f"model={config}", f"model.components.pretrained_model_name_or_path={base_model}",
+                 "data.resolution=64", f"data.scene.folder={scene_dir}", "variant=lora",
+                 "method.lora.text_encoders=true", "method.lora.lr=0.05"]  # adapters that move the picture
+    images = {}
+    for export in ("asset", "fused"):
+        train(compose_config("train", [*overrides, f"callbacks.export.lora={export}"], tmp_path / export))
+        folder = tmp_path / export / "run" / "pipeline"
+        records = generate(str(folder), str(tmp_path / f"{export}_samples"), ["a photo of <asset0> and <asset1>"],
+                           num_images_per_prompt=1, num_inference_steps=2, guidance_scale=3.5, device="cpu",
+                           progress=False)
+        images[export] = np.asarray(Image.open(tmp_path / f"{export}_samples" / records[0]["image"]), dtype=float)
+        if export == "asset":
+            rows = load_file(str(folder / TOKEN_EMBEDDINGS))
+            assert rows[t5].shape == (2, t5_width)  # T5's rows, taken at T5's ids
+            weights = load_file(str(folder / LORA_WEIGHTS))
+            prefixes = {key.split(".")[0] for key in weights}
+            assert prefixes == {"transformer", *adapted}  # no T5 adapters: diffusers' loader reads none
+            pipe = load_trained_pipeline(folder, device="cpu")
+            assert getattr(pipe, t5.replace("text_encoder", "tokenizer"))("<asset1>").input_ids == [2235, 1]
+            pipe.unload_lora_weights()
+            images["rows only"] = np.asarray(pipe(["a photo of <asset0> and <asset1>"], height=64, width=64,
+                                                  num_inference_steps=2, guidance_scale=3.5,
+                                                  generator=[torch.Generator().manual_seed(0)],
+                                                  **export_family(folder).call_kwargs()).images[0], float)
+    assert np.abs(images["asset"] - images["fused"]).max() <= 2  # merged vs. unmerged adapters: rounding only
+    assert np.abs(images["rows only"] - images["fused"]).mean() > 5  # and the adapters are what makes it so
