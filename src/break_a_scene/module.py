@@ -35,7 +35,7 @@ from break_a_scene.losses import (
     resize_masks,
 )
 from break_a_scene.optim import adamw
-from break_a_scene.precision import FrozenWeights, autocast_dtype
+from break_a_scene.precision import FrozenWeights, autocast_dtype, quantize_linears
 from break_a_scene.tokens import (
     PlaceholderTokens,
     TokenRowsEmbedding,
@@ -134,6 +134,7 @@ class BreakASceneModule(L.LightningModule):
         compile_unet: str | None = None,
         compile_backend: str = "inductor",
         lora: dict | None = None,
+        quantize_frozen: str | None = None,
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
@@ -155,6 +156,9 @@ class BreakASceneModule(L.LightningModule):
         self.frozen_weights: FrozenWeights | None = None  # set at fit start under mixed precision
         self.denoiser_forward = self.denoiser.forward  # the step's denoiser call; compiled at fit start on request
         self.lora = LoraSettings(**(lora or {}))
+        if quantize_frozen:  # before the adapters, which then wrap the quantized layers (QLoRA)
+            for part in self._frozen_for_the_run(components):
+                quantize_linears(part, quantize_frozen)
         if "lora" in (phase1_trainable, phase2_trainable):
             add_lora(components, self.lora)
         for index, encoder in enumerate(self.text_encoders):
@@ -230,6 +234,19 @@ class BreakASceneModule(L.LightningModule):
 
     def _lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for part in (self.denoiser, *self.text_encoders) for p in lora_parameters(part)]
+
+    def _frozen_for_the_run(self, components: ModelFamily) -> list[torch.nn.Module]:
+        """The denoiser and text encoders whose weights no phase trains (adapters and token rows aside)."""
+        phases = {self.hparams.phase1_trainable, self.hparams.phase2_trainable}
+        frozen = [] if phases & {"all", "cross_attention_kv"} else [components.denoiser]
+        if "all" not in phases or self.hparams.freeze_text_encoder:
+            frozen += components.text_encoders
+        if not frozen:
+            raise ValueError(
+                f"method.quantize_frozen={self.hparams.quantize_frozen} holds the weights no phase trains in "
+                f"{self.hparams.quantize_frozen}, but this run trains the whole {components.denoiser_name} and text "
+                f"encoders (phase2_trainable={self.hparams.phase2_trainable}); use variant=lora.")
+        return frozen
 
     def _set_trainable(self) -> None:
         everything = self.trainable == "all"
@@ -309,16 +326,22 @@ class BreakASceneModule(L.LightningModule):
         # Lightning calls this before it wraps the model in DDP, so the resumed phase's trainability is
         # what DDP sees.
         self.phase = checkpoint.get(PHASE_KEY, self.phase)
+        if self.frozen_weights is not None:  # the held float32 values become the checkpoint's
+            self.frozen_weights.reload(self.named_parameters(), checkpoint["state_dict"])
         self._set_trainable()
 
     # ---- hooks --------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # frozen weights go to the low dtype before Lightning moves the model to the GPU, so the GPU never
+        # holds their float32 copies (FLUX.1's would be 67 GB)
+        dtype = autocast_dtype(self.trainer.precision)
+        if self.hparams.low_precision_frozen and dtype is not None and self.frozen_weights is None:
+            self.frozen_weights = FrozenWeights(dtype)
+            self.frozen_weights.update(self.parameters())
+
     def on_fit_start(self) -> None:
         if self.capture is not None:
             self.capture.install()
-        dtype = autocast_dtype(self.trainer.precision)
-        if self.hparams.low_precision_frozen and dtype is not None:
-            self.frozen_weights = FrozenWeights(dtype)
-            self.frozen_weights.update(self.parameters())
         if self.hparams.compile_unet:  # the training forward only: sampling and the export use the plain denoiser
             self.denoiser_forward = torch.compile(
                 self.denoiser.forward, mode=self.hparams.compile_unet, backend=self.hparams.compile_backend

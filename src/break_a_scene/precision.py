@@ -46,6 +46,13 @@ class FrozenWeights:
                 self.master[id(param)] = (param, param.detach().to("cpu", copy=True))
                 param.data = param.data.to(self.dtype)
 
+    def reload(self, named: Iterable[tuple[str, torch.nn.Parameter]], state: dict[str, torch.Tensor]) -> None:
+        """The held float32 values of the parameters among `named` from a checkpoint's state (a resumed run);
+        the parameters themselves take the state when the checkpoint loads."""
+        for name, param in named:
+            if id(param) in self.master and name in state:
+                self.master[id(param)] = (param, state[name].detach().to("cpu", torch.float32, copy=True))
+
     def restore(self) -> None:
         """Every held parameter back to its float32 values."""
         for param, value in self.master.values():
@@ -55,3 +62,37 @@ class FrozenWeights:
     def full_precision_state(self, named: Iterable[tuple[str, torch.nn.Parameter]]) -> dict[str, torch.Tensor]:
         """Name -> float32 value of every held parameter among `named`: what a checkpoint must store."""
         return {name: self.master[id(param)][1] for name, param in named if id(param) in self.master}
+
+
+QUANTIZED_FORMS = ("int8", "nf4")
+
+
+def quantize_linears(module: torch.nn.Module, form: str) -> int:
+    """Replace every nn.Linear of `module` by a bitsandbytes layer holding the same weights in 8 bits (LLM.int8)
+    or 4 bits (NF4): frozen weights in a quarter or an eighth of their float32 memory, as QLoRA holds a base
+    model under its adapters (peft puts adapters on these layers as on plain ones). NF4 computes in bfloat16 on
+    a GPU and float32 on the CPU. Returns how many layers were replaced."""
+    import bitsandbytes as bnb
+
+    if form not in QUANTIZED_FORMS:
+        raise ValueError(f"method.quantize_frozen must be one of {', '.join(QUANTIZED_FORMS)} or null, not {form!r}")
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    replaced = 0
+    for name, child in list(module.named_modules()):
+        if type(child) is not torch.nn.Linear:
+            continue
+        weight, bias = child.weight.detach(), child.bias
+        if form == "nf4":
+            layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=bias is not None,
+                                      compute_dtype=compute, quant_type="nf4", device="meta")
+            layer.weight = bnb.nn.Params4bit(weight.float().cpu(), requires_grad=False, quant_type="nf4")
+        else:
+            layer = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias is not None,
+                                        has_fp16_weights=False, device="meta")
+            layer.weight = bnb.nn.Int8Params(weight.float().cpu(), requires_grad=False, has_fp16_weights=False)
+        if bias is not None:
+            layer.bias = torch.nn.Parameter(bias.detach().float().cpu(), requires_grad=False)
+        owner, _, attribute = name.rpartition(".")
+        setattr(module.get_submodule(owner) if owner else module, attribute, layer.to(weight.device))
+        replaced += 1
+    return replaced

@@ -151,6 +151,7 @@ def check_outputs(cfg: DictConfig, components: ModelFamily) -> None:
                 f"another folder, or add overwrite=true to replace it."
             )
         check_lora_format(export.get("lora", "asset"))
+        _check_quantized_export(cfg.method.get("quantize_frozen"), export.get("lora", "asset"))
         lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
         if lora and export.get("lora", "asset") in ("asset", "both"):
             _check_reloadable(components)
@@ -159,6 +160,22 @@ def check_outputs(cfg: DictConfig, components: ModelFamily) -> None:
     if prior.enabled and prior.generate_missing:
         setting = "data.prior_preservation.class_data_dir" if prior.class_data_dir else "paths.cache_dir"
         check_writable(_class_folder(cfg, components), setting)
+
+
+def _check_quantized_export(quantize: str | None, lora: str) -> None:
+    """Quantized base weights are for training under adapters; an export of them would be lossy."""
+    if not quantize:
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserInputError(f"method.quantize_frozen={quantize} needs bitsandbytes: pip install "
+                             f"'break-a-scene[low-memory]' (or pip install bitsandbytes).") from None
+    if lora != "asset":
+        raise UserInputError(
+            f"method.quantize_frozen={quantize} holds the base weights quantized, and a fused export would save them "
+            f"so; set callbacks.export.lora=asset (token rows + LoRA weights for the full-precision base model)."
+        )
 
 
 def _check_room(components: ModelFamily, export_target: Path) -> None:

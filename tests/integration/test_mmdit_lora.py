@@ -53,3 +53,37 @@ def test_lora_asset_on_the_base_model_draws_what_the_fused_export_draws(case, sc
                                                   **export_family(folder).call_kwargs()).images[0], float)
     assert np.abs(images["asset"] - images["fused"]).max() <= 2  # merged vs. unmerged adapters: rounding only
     assert np.abs(images["rows only"] - images["fused"]).mean() > 5  # and the adapters are what makes it so
+
+
+@pytest.mark.parametrize("form,bytes_per_weight", [("int8", 1), ("nf4", 0.5)])
+def test_qlora_holds_the_frozen_linears_quantized_and_exports_the_asset(form, bytes_per_weight, scene_dir,
+                                                                          tmp_path):
+    """method.quantize_frozen: FLUX's transformer and text encoders train under adapters with their linear weights
+    in 8 or 4 bits (bitsandbytes, on the CPU here); the asset goes onto the full-precision base and generates."""
+    import bitsandbytes as bnb
+
+    base_model = tiny_flux().save_pipeline(tmp_path / "base")
+    overrides = [*FAST, "model=flux_dev", f"model.components.pretrained_model_name_or_path={base_model}",
+                 "data.resolution=64", f"data.scene.folder={scene_dir}", "variant=lora",
+                 f"method.quantize_frozen={form}", "callbacks.export.lora=asset"]
+    module = train(compose_config("train", overrides, tmp_path / "run"))
+    layer = (bnb.nn.Linear4bit if form == "nf4" else bnb.nn.Linear8bitLt)
+    to_q = module.transformer.transformer_blocks[0].attn.to_q
+    assert isinstance(to_q.base_layer, layer) and to_q.lora_A.default.weight.dtype == torch.float32
+    weight = to_q.base_layer.weight
+    assert weight.numel() * weight.element_size() == to_q.in_features * to_q.out_features * bytes_per_weight
+    assert isinstance(module.text_encoder_2.encoder.block[0].layer[0].SelfAttention.q, layer)  # T5 too
+    folder = tmp_path / "run" / "run" / "pipeline"
+    records = generate(str(folder), str(tmp_path / "samples"), ["a photo of <asset0>"], num_images_per_prompt=1,
+                       num_inference_steps=2, guidance_scale=3.5, device="cpu", progress=False)
+    assert len(records) == 1
+
+
+def test_quantized_base_weights_refuse_a_fused_export_and_a_full_phase_two(scene_dir, tmp_path):
+    base = [*FAST, "model=tiny_flux", f"data.scene.folder={scene_dir}", "method.quantize_frozen=nf4"]
+    with pytest.raises(Exception, match=r"method.quantize_frozen=nf4 holds the base weights quantized, and a "
+                                        r"fused export would save them so; set callbacks.export.lora=asset"):
+        train(compose_config("train", [*base, "variant=lora", "callbacks.export.lora=fused"], tmp_path / "a"))
+    with pytest.raises(Exception, match=r"this run trains the whole transformer and text encoders "
+                                        r"\(phase2_trainable=all\); use variant=lora"):
+        train(compose_config("train", [*base, "callbacks.export=null"], tmp_path / "b"))

@@ -70,3 +70,20 @@ def test_frozen_text_encoder_trains_the_unet_and_the_rows_only_in_phase2(tmp_pat
     rows = next(n for n in before if n.endswith(".rows"))
     assert not torch.equal(after[rows], before[rows])
     assert not torch.equal(after["unet.conv_in.weight"], before["unet.conv_in.weight"])
+
+
+def test_a_run_resumed_under_bf16_ends_where_the_uninterrupted_one_ends(tmp_path, scene_dir):
+    """Frozen weights go to bf16 in `setup`, before the checkpoint loads and the model moves: a run resumed from
+    its first phase-2 checkpoint (the UNet trainable again, from the checkpoint) ends bit for bit as the
+    uninterrupted run."""
+    overrides = [*FAST, f"data.scene.folder={scene_dir}", "trainer.precision=bf16-mixed", "method.phase1_steps=2",
+                 "method.phase2_steps=2", "callbacks=checkpoint", "callbacks.checkpoint.every_n_train_steps=1",
+                 "callbacks.checkpoint.save_top_k=-1", "+callbacks.checkpoint.filename='{step}'"]
+    trainer, module, datamodule = build_run(compose_config("train", overrides, tmp_path / "a"))
+    trainer.fit(module, datamodule=datamodule)
+    uninterrupted = snapshot(module)
+    trainer, module, datamodule = build_run(compose_config("train", overrides, tmp_path / "b"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=tmp_path / "a" / "run" / "checkpoints" / "step=3.ckpt",
+                weights_only=False)
+    resumed = snapshot(module)
+    assert all(v.dtype == torch.float32 and torch.equal(v, uninterrupted[n]) for n, v in resumed.items())
