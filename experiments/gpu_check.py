@@ -1,5 +1,6 @@
 """One GPU check: training speed and peak memory per memory preset and precision, the released code's
-attention capture beside ours, `experiment=official` end to end, and generation speed, as one markdown table.
+attention capture beside ours, SDXL's and the MM-DiTs' (FLUX.1-dev, SD 3.5 Medium) big-model settings,
+`experiment=official` end to end, and generation speed, as one markdown table.
 
 Nothing is downloaded: the SD 2.1-base architecture with random weights, made directly on the GPU. Steps
 run `experiment=official` (512 px, prior preservation: a batch of the scene and a class image), each row in
@@ -46,6 +47,14 @@ SDXL_ROWS = [
      ["variant=lora", "data.prior_preservation.enabled=false"]),
     ("SDXL 1024 px, LoRA phase 2 (rank 32), no prior, bf16-mixed",
      ["variant=lora", "data.prior_preservation.enabled=false", "trainer.precision=bf16-mixed"]),
+]
+# the MM-DiTs' architectures (random weights) at 1024 px, no prior preservation. Targets: FLUX.1-dev with a LoRA
+# phase 2 <= 24 GiB, SD 3.5 Medium with a full phase 2 (text encoders frozen) <= 40 GiB; the README's computed
+# budgets (experiments/memory_budget.py) are these rows' weights and optimizer state, before activations
+MMDIT_ROWS = [
+    ("FLUX.1-dev 1024 px, memory=qlora_nf4, no prior", "flux", ["memory=qlora_nf4"]),
+    ("FLUX.1-dev 1024 px, memory=lora_bf16, no prior", "flux", ["memory=lora_bf16"]),
+    ("SD 3.5 Medium 1024 px, full phase 2, memory=12gb, no prior", "sd3", ["memory=12gb"]),
 ]
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
@@ -135,7 +144,7 @@ def child_steps(args, row: dict) -> dict:
 
 def child_generate(args, pipeline: str) -> dict:
     from break_a_scene.export import read_manifest
-    from break_a_scene.generate import load_trained_pipeline
+    from break_a_scene.generate import export_family, load_trained_pipeline
     from break_a_scene.precision import set_tf32
     from break_a_scene.sampling import sample_images
 
@@ -147,11 +156,12 @@ def child_generate(args, pipeline: str) -> dict:
     tokens = manifest["tokens"]
     prompts = [f"a photo of {token} at the beach" for token in tokens] + ["a photo of " + " and ".join(tokens)]
     jobs = [p for p in prompts for _ in range(args.images // len(prompts) or 1)]
+    family = export_family(pipeline)
     list(sample_images(pipe, jobs[:1], [0], manifest["resolution"], args.inference_steps, 7.5, 1, tokens,
-                       progress=False))  # warm-up
+                       progress=False, family=family))  # warm-up
     start = time.perf_counter()
     samples = list(sample_images(pipe, jobs, list(range(len(jobs))), manifest["resolution"], args.inference_steps,
-                                 7.5, args.generation_batch, tokens, progress=False))
+                                 7.5, args.generation_batch, tokens, progress=False, family=family))
     seconds = time.perf_counter() - start
     return {"images": len(samples), "images_per_s": len(samples) / seconds, "load_s": loaded}
 
@@ -230,6 +240,8 @@ def main() -> None:
     rows = [(label, None, o) for label, o in ROWS if cuda or "trainer.precision=16-mixed" not in o]  # fp16: CUDA only
     rows += [(COMPILED[0], None, COMPILED[1])] if args.compile else []
     rows += [(label, "sdxl_arch" if cuda else "tiny_sdxl", o) for label, o in SDXL_ROWS]
+    rows += [(label, f"{family}_arch" if cuda else f"tiny_{family}", [*o, "data.prior_preservation.enabled=false"])
+             for label, family, o in MMDIT_ROWS]
 
     classes = run_child(args, "classes", None)
     print(f"class images cached: {classes['count']} in {classes['seconds']:.1f} s", file=sys.stderr)
@@ -239,8 +251,8 @@ def main() -> None:
     results, skipped = [], []
     eight_bit = importlib.util.find_spec("bitsandbytes") is not None
     for label, model, overrides in rows:
-        if not eight_bit and any(o in overrides for o in ("memory=16gb", "memory=12gb")):
-            skipped.append(f"{label}: skipped, its 8-bit AdamW needs bitsandbytes (pip install bitsandbytes)")
+        if not eight_bit and any(o in overrides for o in ("memory=16gb", "memory=12gb", "memory=qlora_nf4")):
+            skipped.append(f"{label}: skipped, it needs bitsandbytes (pip install bitsandbytes)")
             continue
         try:  # one row running out of memory or failing does not lose the others
             results.append((label, run_child(args, "steps", {"model": model, "overrides": overrides})))

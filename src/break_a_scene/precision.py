@@ -43,7 +43,9 @@ class FrozenWeights:
                 if id(param) in self.master:
                     param.data = self.master.pop(id(param))[1].to(param.device)
             elif param.dtype == torch.float32 and id(param) not in self.master:
-                self.master[id(param)] = (param, param.detach().to("cpu", copy=True))
+                # on the host (before the model moves) the float32 tensor itself is kept: no second copy
+                value = param.detach() if param.device.type == "cpu" else param.detach().to("cpu", copy=True)
+                self.master[id(param)] = (param, value)
                 param.data = param.data.to(self.dtype)
 
     def reload(self, named: Iterable[tuple[str, torch.nn.Parameter]], state: dict[str, torch.Tensor]) -> None:
@@ -85,14 +87,15 @@ def quantize_linears(module: torch.nn.Module, form: str) -> int:
         if form == "nf4":
             layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=bias is not None,
                                       compute_dtype=compute, quant_type="nf4", device="meta")
-            layer.weight = bnb.nn.Params4bit(weight.float().cpu(), requires_grad=False, quant_type="nf4")
+            layer.weight = bnb.nn.Params4bit(weight.float(), requires_grad=False, quant_type="nf4")
         else:
             layer = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias is not None,
                                         has_fp16_weights=False, device="meta")
-            layer.weight = bnb.nn.Int8Params(weight.float().cpu(), requires_grad=False, has_fp16_weights=False)
+            layer.weight = bnb.nn.Int8Params(weight.float(), requires_grad=False, has_fp16_weights=False)
         if bias is not None:
-            layer.bias = torch.nn.Parameter(bias.detach().float().cpu(), requires_grad=False)
+            layer.bias = torch.nn.Parameter(bias.detach().float(), requires_grad=False)
         owner, _, attribute = name.rpartition(".")
+        # moving a bitsandbytes layer to its device is what quantizes it
         setattr(module.get_submodule(owner) if owner else module, attribute, layer.to(weight.device))
         replaced += 1
     return replaced

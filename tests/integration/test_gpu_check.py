@@ -23,7 +23,9 @@ def test_gpu_check_prints_its_table_on_the_cpu(tmp_path):
     for label in ("full, 32-true \\+ TF32, ours", "full, 32-true \\+ TF32, released capture",
                   "full, bf16-mixed, ours", "24gb", "16gb", "12gb \\(bf16-mixed\\)",
                   "SDXL 1024 px, LoRA phase 2 \\(rank 32\\), no prior, 32-true \\+ TF32",
-                  "SDXL 1024 px, LoRA phase 2 \\(rank 32\\), no prior, bf16-mixed"):
+                  "SDXL 1024 px, LoRA phase 2 \\(rank 32\\), no prior, bf16-mixed",
+                  "FLUX.1-dev 1024 px, memory=qlora_nf4, no prior", "FLUX.1-dev 1024 px, memory=lora_bf16, no prior",
+                  "SD 3.5 Medium 1024 px, full phase 2, memory=12gb, no prior"):
         assert any(re.fullmatch(rf"\| {label} \| {number} \| n/a \| {number} \| n/a \|", line) for line in table), label
     assert any(re.fullmatch(rf"\| ours / released capture, 32-true \+ TF32 \| {number}x \| \| {number}x \| \|", line)
                for line in table)

@@ -14,9 +14,9 @@ GROUPS = ["model", "data", "masks", "method", "optimizer", "trainer", "callbacks
           "memory"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 VARIANTS = sorted(path.stem for path in (CONF / "variant").glob("*.yaml"))
-# downloads, or 1.3 B (SD) and 3.5 B (SDXL) random parameters
+# downloads, or 1.3 B (SD), 3.5 B (SDXL), 7.7 B (SD 3.5 Medium) and 16.8 B (FLUX.1) random parameters
 NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "sdxl", "sdxl_arch", "toyworld", "sd35_medium",
-                 "sd35_large", "flux_dev", "flux_schnell"}
+                 "sd35_large", "flux_dev", "flux_schnell", "flux_arch", "sd3_arch"}
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
