@@ -113,7 +113,7 @@ def generate(
     seed: int = 0,
     batch_size: int = 4,
     num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
+    guidance_scale: float | None = None,
     save_attention: bool = True,
     wandb_table: bool = False,
     device: str = "auto",
@@ -121,7 +121,8 @@ def generate(
     progress: bool = True,
     tf32: bool = True,
 ) -> list[dict]:
-    """Generate `num_images_per_prompt` images per prompt (seeds seed, seed+1, ...) into `output_dir`."""
+    """Generate `num_images_per_prompt` images per prompt (seeds seed, seed+1, ...) into `output_dir`;
+    `guidance_scale` None: the model family's default."""
     manifest = read_manifest(pipeline)
     tokens = manifest["tokens"]
     prompts = list(prompts) if prompts else default_prompts(tokens)
@@ -134,16 +135,19 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(p, seed + i) for p in prompts for i in range(num_images_per_prompt)]
     records = []
+    family = export_family(pipeline)
+    guidance = family.default_guidance_scale if guidance_scale is None else guidance_scale
     samples = sample_images(
-        pipe, [p for p, _ in jobs], [s for _, s in jobs], manifest["resolution"], num_inference_steps,
-        guidance_scale, batch_size, tokens if save_attention else None,
-        manifest.get("attention_resolution_divisor", 4), progress, family=export_family(pipeline),
+        pipe, [p for p, _ in jobs], [s for _, s in jobs], manifest["resolution"], num_inference_steps, guidance,
+        batch_size, tokens if save_attention else None, manifest.get("attention_resolution_divisor", 4), progress,
+        family=family,
     )
     with open(out / "samples.jsonl", "w") as index:
         for number, sample in enumerate(samples):
             stem = f"{number:04d}"
             sample.image.save(out / f"{stem}.png")
-            record = {"image": f"{stem}.png", "prompt": sample.prompt, "seed": sample.seed, "attention": {}}
+            record = {"image": f"{stem}.png", "prompt": sample.prompt, "seed": sample.seed,
+                      "guidance_scale": guidance, "attention": {}}
             if sample.attention:
                 np.savez_compressed(out / f"{stem}_attn.npz", **{token_slug(t): m for t, m in sample.attention.items()})
                 for token, grid in sample.attention.items():

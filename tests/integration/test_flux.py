@@ -102,9 +102,9 @@ def test_tiny_flux_trains_both_phases_exports_and_generates(tmp_path, scene_dir)
     assert pipe.tokenizer("<asset1>").input_ids == [49406, 49409, 49407]
     assert pipe.tokenizer_2("<asset1>").input_ids == [2235, 1]
     records = generate(str(pipeline_dir), str(tmp_path / "samples"), ["a photo of <asset0> and <asset1>"],
-                       num_images_per_prompt=1, num_inference_steps=2, guidance_scale=3.5, device="cpu",
-                       progress=False)
+                       num_images_per_prompt=1, num_inference_steps=2, device="cpu", progress=False)
     assert set(records[0]["attention"]) == {"<asset0>", "<asset1>"}
+    assert records[0]["guidance_scale"] == 3.5  # FLUX.1-dev's guidance input, not SD's 7.5
 
 
 def test_flux_configs_load_a_saved_flux_folder_through_the_real_path(tmp_path):

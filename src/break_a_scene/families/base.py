@@ -109,6 +109,7 @@ class ModelFamily:
         raise NotImplementedError
 
     lora_target_modules: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
+    default_guidance_scale: ClassVar[float] = 7.5  # what its pipeline samples with unless told (bas-generate)
 
     @property
     def lora_text_encoders(self) -> list[str]:

@@ -71,6 +71,7 @@ class Flux(JointAttentionFamily, ModelFamily):
     # DreamBooth examples train it; sampling embeds the scale it is asked for
     training_guidance: ClassVar[float] = 1.0
 
+    default_guidance_scale: ClassVar[float] = 3.5  # FluxPipeline's default for FLUX.1-dev's guidance input
     pipeline_class: ClassVar[type] = FluxPipeline
     denoiser_name: ClassVar[str] = "transformer"
     subfolders: ClassVar[tuple[str, ...]] = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "vae",

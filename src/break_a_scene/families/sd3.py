@@ -42,6 +42,7 @@ class StableDiffusion3(JointAttentionFamily, TwoCLIPEncoders, ModelFamily):
     text_encoder_3: T5EncoderModel | None = None
 
     t5_length: ClassVar[int] = 256
+    default_guidance_scale: ClassVar[float] = 7.0  # StableDiffusion3Pipeline's default
     pipeline_class: ClassVar[type] = StableDiffusion3Pipeline
     denoiser_name: ClassVar[str] = "transformer"
     subfolders: ClassVar[tuple[str, ...]] = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "vae",
