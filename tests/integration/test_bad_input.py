@@ -75,7 +75,7 @@ CASES = {
     "latin1_classes": "classes.txt' is not UTF-8 text (byte 0xe9 at offset 16",
     "utf16_classes": "classes.txt' is UTF-16 text; save it as UTF-8",
     "image_and_photos": "holds both an image of its own (img.jpg) and photo subfolders (photo_b)",
-    "unknown_choice": "Could not find 'memory/bogus'; choose one of 12gb, 16gb, 24gb, full.",
+    "unknown_choice": "Could not find 'memory/bogus'; choose one of 12gb, 16gb, 24gb, full, lora_bf16, qlora_nf4.",
     "removed_callback": "Could not override 'callbacks.phase_switch'.",
     "unquoted_value": "cannot read the override 'data.prior_preservation.class_prompt=a photo (at the beach)'",
 }

@@ -55,7 +55,7 @@ def test_lora_asset_on_the_base_model_draws_what_the_fused_export_draws(case, sc
     assert np.abs(images["rows only"] - images["fused"]).mean() > 5  # and the adapters are what makes it so
 
 
-@pytest.mark.parametrize("form,bytes_per_weight", [("int8", 1), ("nf4", 0.5)])
+@pytest.mark.parametrize("form,bytes_per_weight", [pytest.param("int8", 1, marks=pytest.mark.slow), ("nf4", 0.5)])
 def test_qlora_holds_the_frozen_linears_quantized_and_exports_the_asset(form, bytes_per_weight, scene_dir,
                                                                           tmp_path):
     """method.quantize_frozen: FLUX's transformer and text encoders train under adapters with their linear weights

@@ -118,7 +118,7 @@ def test_a_single_trial_stops_on_a_user_error_before_training(case, paper_trial,
                          "evaluation.clip.model_name=local-dir:/nowhere/clip: no such folder"),
         "missing_dino": (["evaluation.dino.name_or_path=nobody/no-dino"],
                          "or point evaluation.dino.name_or_path at a local folder"),
-        "unknown_choice": (["memory=bogus"], "choose one of 12gb, 16gb, 24gb, full."),
+        "unknown_choice": (["memory=bogus"], "choose one of 12gb, 16gb, 24gb, full, lora_bf16, qlora_nf4."),
     }[case]
     if case == "no_classes":
         (scene_dir / "classes.txt").unlink()

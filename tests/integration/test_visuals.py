@@ -83,7 +83,8 @@ def test_generation_contact_sheet_and_wandb_table(wandb_run):
     (offline,) = samples.glob("wandb/offline-run-*")
     (table_file,) = (offline / "files" / "media" / "table").rglob("*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == ["image", "prompt", "seed", "attention <asset0>", "attention <asset1>"]
+    assert table["columns"] == ["image", "prompt", "seed", "guidance_scale", "attention <asset0>",
+                                "attention <asset1>"]
     assert len(table["data"]) == 3
 
 
