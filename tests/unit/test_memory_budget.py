@@ -1,4 +1,4 @@
-"""experiments/memory_budget.py: the arithmetic by hand on small modules, and the README's MM-DiT claims from
+"""experiments/memory_budget.py: the arithmetic by hand on small modules, and docs/speed.md's MM-DiT claims from
 the real architectures built on the meta device (nothing allocated)."""
 
 import importlib.util
