@@ -26,6 +26,11 @@ class UnionSamplingDataset(Dataset):
     With class images (prior preservation), sample i also carries class image i mod M and its prompt.
     With `solid_background` (the paper's baselines, TI-m / DB-m / CD-m), the chosen concepts are pasted on a
     random solid colour instead of the rest of the scene.
+    Beyond the paper (docs/method.md): with probability `replace_p` the chosen concepts are cut out by their
+    masks and pasted at random places on a random solid colour (MuDI's Seg-Mix), so no concept is tied to the
+    place it had in the photo; `degrade_noise` adds Gaussian noise of that standard deviation (pixels in
+    [-1, 1]) outside the chosen masks, fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's
+    dynamic masked degradation), so what lies around a concept is not learned as part of it.
     `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
     """
 
@@ -46,6 +51,9 @@ class UnionSamplingDataset(Dataset):
         class_prompt: str | None = None,
         solid_background: bool = False,
         token_lengths: list[int] | None = None,
+        replace_p: float = 0.0,
+        degrade_noise: float = 0.0,
+        degrade_power: float = 1.0,
     ):
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         for photo in self.photos:
@@ -65,6 +73,7 @@ class UnionSamplingDataset(Dataset):
         self.class_images = class_images
         self.solid_background = solid_background
         self.token_lengths = token_lengths
+        self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -81,10 +90,21 @@ class UnionSamplingDataset(Dataset):
         chosen = shown[torch.randperm(count, generator=generator)[:k]]
         prompt = self.prompt_prefix + self.joiner.join(self.token_names[i] for i in chosen)
         image, masks = self.photos[p].image, self.photos[p].masks[chosen]
+        redrawn = self.solid_background
         if self.solid_background:
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             union = masks.amax(dim=0, keepdim=True)
             image = image * union + colour * (1 - union)
+        if self.replace_p > 0 and float(torch.rand(1, generator=generator)) < self.replace_p:
+            image, masks = replace_concepts(image, masks, generator)
+            redrawn = True
+        if self.degrade_noise > 0:
+            progress = (self.offset + index) / max(self.length, 1)
+            strength = self.degrade_noise * max(0.0, 1.0 - progress) ** self.degrade_power
+            outside = 1 - masks.amax(dim=0, keepdim=True)
+            noise = torch.randn(image.shape, generator=generator).to(image.dtype)
+            image = (image + strength * noise * outside).clamp(-1, 1)
+            redrawn = True
         flipped = float(torch.rand(1, generator=generator)) < self.flip_p
         if flipped:
             image, masks = image.flip(-1), masks.flip(-1)
@@ -96,7 +116,7 @@ class UnionSamplingDataset(Dataset):
             "prompt": prompt,
             "noise_seed": int(torch.randint(0, 2**62, (1,), generator=generator)),
             # the same picture always has the same key (its VAE posterior can be cached); None: drawn anew
-            "latent_key": None if self.solid_background else (
+            "latent_key": None if redrawn else (
                 (f"photo{p}" if several else "scene") + ("_flipped" if flipped else "")),
             "photo": p,
         }
@@ -105,6 +125,42 @@ class UnionSamplingDataset(Dataset):
             item["class_input_ids"] = self.class_input_ids
             item["class_latent_key"] = f"class_{index % len(self.class_images)}"
         return item
+
+
+def _translation(mask: torch.Tensor, generator: torch.Generator) -> tuple[int, int]:
+    """A random (dy, dx) that keeps the mask's bounding box inside the picture."""
+    rows, cols = mask.amax(dim=1).nonzero().flatten(), mask.amax(dim=0).nonzero().flatten()
+    side_y, side_x = mask.shape
+    low_y, high_y = -int(rows[0]), side_y - 1 - int(rows[-1])
+    low_x, high_x = -int(cols[0]), side_x - 1 - int(cols[-1])
+    dy = int(torch.randint(low_y, high_y + 1, (1,), generator=generator))
+    dx = int(torch.randint(low_x, high_x + 1, (1,), generator=generator))
+    return dy, dx
+
+
+def replace_concepts(image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
+                     tries: int = 20, max_overlap: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concepts `masks` (k, R, R) cut out of `image` (3, R, R) and pasted, in order, at random places on a
+    random solid colour. Each place is drawn up to `tries` times until the concept overlaps those already
+    pasted by at most `max_overlap` of its area; a later concept covers an earlier one, whose mask loses what
+    is covered. Returns the new image and masks."""
+    colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
+    canvas = colour.expand_as(image).clone()
+    placed = torch.zeros_like(masks)
+    for j, mask in enumerate(masks):
+        if not bool((mask > 0).any()):
+            continue
+        for _ in range(tries):
+            dy, dx = _translation(mask > 0, generator)
+            moved = mask.roll((dy, dx), dims=(0, 1))
+            taken = placed[:j].amax(dim=0) if j else torch.zeros_like(mask)
+            if float((moved * taken).sum()) <= max_overlap * float(mask.sum()):
+                break
+        cut = image.roll((dy, dx), dims=(1, 2))
+        canvas = canvas * (1 - moved) + cut * moved
+        placed[:j] = placed[:j] * (1 - moved)
+        placed[j] = moved
+    return canvas, placed
 
 
 def collate_union_samples(items: list[dict]) -> dict:
@@ -163,6 +219,9 @@ class UnionSamplingDataModule(L.LightningDataModule):
         class_prompt: str | None = None,
         solid_background: bool = False,
         token_lengths: list[int] | None = None,
+        replace_p: float = 0.0,
+        degrade_noise: float = 0.0,
+        degrade_power: float = 1.0,
     ):
         super().__init__()
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
@@ -171,6 +230,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
             token_ids=token_ids, seed=seed,
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
+            replace_p=replace_p, degrade_noise=degrade_noise, degrade_power=degrade_power,
         )
         self.total_steps = total_steps
         self.batch_size = batch_size

@@ -78,6 +78,19 @@ def cross_attention_loss(
     return (per_token * valid.float()).sum(dim=1).mean()
 
 
+def token_contrastive_loss(rows: torch.Tensor, anchors: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Beyond the paper (ConceptExpress's token-level contrastive loss, on the rows themselves): each token's
+    row is pulled to its own anchor (its initial row) and pushed from the other tokens' rows, an InfoNCE over
+    cosine similarities. rows, anchors: (N, d), N >= 2. Returns the mean over tokens of
+    -log(exp(cos(r_i, a_i) / T) / (exp(cos(r_i, a_i) / T) + sum_{j != i} exp(cos(r_i, r_j) / T)))."""
+    unit, anchor = F.normalize(rows.float(), dim=-1), F.normalize(anchors.float(), dim=-1)
+    positive = (unit * anchor).sum(-1, keepdim=True)  # (N, 1)
+    others = unit @ unit.T  # (N, N); the diagonal (a row with itself) is left out below
+    eye = torch.eye(len(rows), dtype=torch.bool, device=rows.device)
+    logits = torch.cat([positive, others.masked_fill(eye, float("-inf"))], dim=1) / temperature
+    return -torch.log_softmax(logits, dim=1)[:, 0].mean()
+
+
 def prior_preservation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Plain MSE on the class-image half of the batch: (B, C, h, w) each."""
     return F.mse_loss(pred.float(), target.float())

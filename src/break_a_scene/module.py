@@ -33,6 +33,7 @@ from break_a_scene.losses import (
     masked_diffusion_loss,
     prior_preservation_loss,
     resize_masks,
+    token_contrastive_loss,
 )
 from break_a_scene.optim import adamw
 from break_a_scene.precision import FrozenWeights, autocast_dtype, quantize_linears
@@ -135,6 +136,8 @@ class BreakASceneModule(L.LightningModule):
         compile_backend: str = "inductor",
         lora: dict | None = None,
         quantize_frozen: str | None = None,
+        lambda_contrastive: float = 0.0,
+        contrastive_temperature: float = 0.1,
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
@@ -163,6 +166,8 @@ class BreakASceneModule(L.LightningModule):
             add_lora(components, self.lora)
         for index, encoder in enumerate(self.text_encoders):
             split_token_rows(encoder, tokens.ids_in(index))
+        # the contrastive loss's anchors: the rows as they start (rebuilt alike when a run resumes)
+        self.initial_rows = [rows.detach().clone() for rows in self.token_rows] if lambda_contrastive else []
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
         # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
@@ -340,6 +345,7 @@ class BreakASceneModule(L.LightningModule):
             self.frozen_weights.update(self.parameters())
 
     def on_fit_start(self) -> None:
+        self.initial_rows = [rows.to(self.device) for rows in self.initial_rows]
         if self.capture is not None:
             self.capture.install()
         if self.hparams.compile_unet:  # the training forward only: sampling and the export use the plain denoiser
@@ -456,6 +462,11 @@ class BreakASceneModule(L.LightningModule):
                 maps.detach(), targets, batch["token_ids"], batch["pixel_values"], batch["prompts"]
             )
             self.capture.store.clear()
+        if self.initial_rows and len(self.tokens.names) > 1:
+            loss_con = sum(token_contrastive_loss(rows, anchors, self.hparams.contrastive_temperature)
+                           for rows, anchors in zip(self.token_rows, self.initial_rows)) / len(self.initial_rows)
+            loss = loss + self.hparams.lambda_contrastive * loss_con
+            logs["loss_contrastive"] = loss_con
         logs["loss"] = loss
         diagnostics["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         # no prog_bar: Lightning would turn those into numbers (a host sync) every step; callbacks.ProgressBar

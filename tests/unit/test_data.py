@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
-from break_a_scene.data import UnionSamplingDataset, collate_union_samples
+from break_a_scene.data import UnionSamplingDataset, collate_union_samples, replace_concepts
 from break_a_scene.scene import SceneTensors
 
 NAMES = ["<asset0>", "<asset1>", "<asset2>"]
@@ -197,3 +197,65 @@ def test_a_batch_mixes_photos(tokenizer):
     batch = collate_union_samples([data[i] for i in range(8)])
     assert len({key.removesuffix("_flipped") for key in batch["latent_keys"]}) > 1
     assert batch["pixel_values"].shape == (8, 3, 8, 8)
+
+
+def test_replace_concepts_moves_each_concept_whole_onto_one_colour():
+    side = 16
+    image = torch.linspace(-1, 1, side * side).reshape(1, side, side).expand(3, side, side).clone()
+    masks = torch.zeros(2, side, side)
+    masks[0, 2:5, 1:4] = 1  # a 3x3 block
+    masks[1, 10:12, 8:14] = 1  # a 2x6 bar
+    generator = torch.Generator().manual_seed(0)
+    moved_somewhere = 0
+    for _ in range(50):
+        new_image, new_masks = replace_concepts(image, masks, generator)
+        for j in range(2):
+            kept = new_masks[j] > 0
+            # the concept's pixels, shifted: the first masked pixel of the moved mask holds the original's
+            (y, x), (y0, x0) = kept.nonzero()[0].tolist(), (masks[j] > 0).nonzero()[0].tolist()
+            assert torch.equal(new_image[:, kept], image.roll((y - y0, x - x0), dims=(1, 2))[:, kept])
+            moved_somewhere += (y, x) != (y0, x0)
+        assert int((new_masks[1] > 0).sum()) == 12  # pasted last: whole
+        assert int((new_masks[0] > 0).sum()) >= 8  # the bar covers at most 10% of its own 12 px of the block
+        outside = new_image[:, new_masks.amax(dim=0) == 0]
+        assert torch.equal(outside, outside[:, :1].expand_as(outside))  # one solid colour around them
+    assert moved_somewhere >= 95  # nearly always somewhere new (100 concept placements)
+
+
+def test_replace_concepts_keeps_every_mask_inside_and_overlaps_small():
+    side = 12
+    image, masks = torch.zeros(3, side, side), torch.zeros(2, side, side)
+    masks[0, 0:4, 0:4] = 1
+    masks[1, 8:12, 8:12] = 1
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(100):
+        _, new_masks = replace_concepts(image, masks, generator)
+        assert int((new_masks[1] > 0).sum()) == 16  # the last one pasted is never covered: whole, inside
+        assert int((new_masks[0] > 0).sum()) >= 16 - 1  # covered by at most 10% of its area (1.6 px)
+
+
+def test_replaced_samples_are_drawn_anew_and_plain_ones_draw_as_before(tokenizer):
+    plain = dataset(tokenizer, length=40)
+    half = dataset(tokenizer, length=40, replace_p=0.5)
+    replaced = [half[i]["latent_key"] is None for i in range(40)]
+    assert 10 <= sum(replaced) <= 30
+    assert [plain[i]["prompt"] for i in range(40)] == [half[i]["prompt"] for i in range(40)]
+    off = dataset(tokenizer, length=40, replace_p=0.0, degrade_noise=0.0)
+    assert all(torch.equal(plain[i]["pixel_values"], off[i]["pixel_values"]) for i in range(40))
+    assert [plain[i]["noise_seed"] for i in range(40)] == [off[i]["noise_seed"] for i in range(40)]
+
+
+def test_degradation_noises_outside_the_masks_and_fades_over_the_run(tokenizer):
+    scene = asymmetric_scene()
+    data = dataset(tokenizer, length=100, flip_p=0.0, degrade_noise=0.5, degrade_power=2.0)
+    first, last = data[0], data[99]
+    for item, strength in ((first, 0.5), (last, 0.5 * (1 - 99 / 100) ** 2)):
+        inside = item["masks"].amax(dim=0) > 0
+        assert torch.equal(item["pixel_values"][:, inside], scene.image[:, inside])
+        change = (item["pixel_values"] - scene.image)[:, ~inside]
+        assert 0 < float(change.abs().max()) <= 1e-6 + strength * 6  # clamped to [-1, 1], bounded by the std
+        assert item["latent_key"] is None
+    # a resumed run's sample at the same global index fades by the same amount (offset counts the steps done)
+    resumed = UnionSamplingDataset(scene, [tokenizer], NAMES, [49408, 49409, 49410], 100, seed=1, offset=50,
+                                   flip_p=0.0, degrade_noise=0.5, degrade_power=2.0)
+    assert torch.equal(resumed[49]["pixel_values"], last["pixel_values"])

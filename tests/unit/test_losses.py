@@ -1,7 +1,15 @@
+import math
+
 import pytest
 import torch
 
-from break_a_scene.losses import cross_attention_loss, masked_diffusion_loss, prior_preservation_loss, resize_masks
+from break_a_scene.losses import (
+    cross_attention_loss,
+    masked_diffusion_loss,
+    prior_preservation_loss,
+    resize_masks,
+    token_contrastive_loss,
+)
 
 
 def test_masked_loss_released_normalisation_divides_by_all_elements():
@@ -67,3 +75,23 @@ def test_max_downsampling_keeps_what_nearest_drops():
     assert pooled.sum() == 1 and pooled[0, 1, 2] == 1
     with pytest.raises(ValueError, match="'nearest' or 'max'"):
         resize_masks(mask, 8, mode="area")
+
+
+def test_token_contrastive_loss_by_hand():
+    apart = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # each row at its anchor (cos 1) and orthogonal to the other (cos 0): log(1 + e^-10) at T = 0.1
+    assert torch.isclose(token_contrastive_loss(apart, apart, 0.1), torch.tensor(math.log1p(math.exp(-10))), atol=2e-6)
+    together = torch.tensor([[1.0, 0.0], [2.0, 0.0]])  # the rows agree (cos 1), each is orthogonal to its anchor
+    anchors = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+    assert torch.isclose(token_contrastive_loss(together, anchors, 0.1), torch.tensor(math.log1p(math.exp(10))))
+    three = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # cos(r0, r2) = cos(r1, r2) = 1/sqrt(2)
+    c = 1 / math.sqrt(2)
+    expected = [math.log(1 + math.exp(-1 / 0.5) + math.exp((c - 1) / 0.5))] * 2 + \
+               [math.log(1 + 2 * math.exp((c - 1) / 0.5))]
+    assert torch.isclose(token_contrastive_loss(three, three, 0.5), torch.tensor(sum(expected) / 3), atol=1e-6)
+
+
+def test_token_contrastive_loss_pushes_the_rows_apart():
+    rows = torch.tensor([[1.0, 0.2], [1.0, -0.2]], requires_grad=True)
+    token_contrastive_loss(rows, rows.detach(), 0.1).backward()
+    assert rows.grad[0, 1] < 0 and rows.grad[1, 1] > 0  # descent raises row 0's y and lowers row 1's
