@@ -145,3 +145,17 @@ def test_labels_of_coinciding_methods_do_not_overlap():
     assert label_offsets(points, widths) == {"far": 5, "db_m": 5, "no_masked_loss": -6, "ti_m": 5}  # a line down
     points["no_masked_loss"] = (130.0, 150.0)  # 5 pt clear of db_m's label: stays above its marker
     assert label_offsets(points, widths)["no_masked_loss"] == 5
+
+
+def test_paper_columns_are_named_as_the_successors_name_them(tmp_path):
+    fields = [*FIELDS[:9], "prompt_similarity", "identity_similarity", "dreamsim", "detect_compare"]
+    trial = tmp_path / "break_a_scene" / "s0" / "seed_0"
+    trial.mkdir(parents=True)
+    with (trial / "rows.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerow(dict(zip(fields, ["break_a_scene", "s0", 0, "p", "c", "", 1, 0, "", 0.3, 0.6, 0.5, 0.4])))
+    text = (aggregate(tmp_path) / "table.md").read_text()
+    assert ("As the successors (DreamBooth, MagicTailor, MuDI) name them: prompt_similarity = CLIP-T; "
+            "identity_similarity = DINO-I; dreamsim = DreamSim; detect_compare = D&C-DS.") in text
+    assert "| break_a_scene | 1 | 1 | 0.300" in text

@@ -7,13 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.evaluation.encoders import ClipEncoder, DinoEncoder
+from break_a_scene.evaluation.encoders import ClipEncoder, DinoEncoder, DreamSimEncoder
 from break_a_scene.evaluation.metrics import (
     ConceptAccuracy,
+    DetectCompare,
     IdentitySimilarity,
     MeanScore,
     PromptSimilarity,
     black_outside,
+    box_of,
+    crop,
 )
 
 from .encoders_tiny import save_tiny_clip, save_tiny_dino
@@ -184,3 +187,94 @@ def test_masked_references_take_each_concept_from_the_first_photo_that_shows_it(
     assert references.shape == (2, 3, 4, 4)
     assert references[0, :, :, :2].eq(0.25).all() and references[0, :, :, 2:].eq(0).all()  # concept 0: photo 2
     assert references[1, :, :2].eq(0.75).all() and references[1, :, 2:].eq(0).all()  # concept 1: photo 1
+
+
+def test_box_of_and_crop_by_hand():
+    mask = torch.zeros(10, 12)
+    mask[2:5, 3:9] = 1
+    assert box_of(mask) == [3, 2, 9, 5]
+    image = torch.arange(3 * 10 * 12, dtype=torch.float32).reshape(3, 10, 12)
+    assert torch.equal(crop(image, box_of(mask)), image[:, 2:5, 3:9])
+    assert torch.equal(crop(image, [2.6, 1.2, 4.1, 1.9]), image[:, 1:2, 2:5])  # outwards, at least one pixel
+    assert torch.equal(crop(image, [12.0, 10.0, 12.0, 10.0]), image[:, 9:10, 11:12])  # a box on the far edge
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    from break_a_scene.masks import WordDetector
+    from tests.masks_models import save_tiny_owlv2
+
+    return WordDetector.load(str(save_tiny_owlv2(tmp_path_factory.mktemp("owlv2"))), device="cpu", threshold=0.0)
+
+
+def test_detect_and_compare_crops_each_concepts_best_box(detector, dino):
+    images = _images(2, seed=4)
+    references = [torch.rand(3, 20, 12), torch.rand(3, 9, 30)]
+    metric = DetectCompare(detector, dino, references)
+    concepts, names = [[0, 1], [1]], [["cup", "spoon"], ["spoon"]]
+    scores = metric.scores(images, concepts, names)
+    from break_a_scene.evaluation.encoders import to_pil
+
+    expected = []
+    for image, ids, classes in zip(images, concepts, names):  # by hand: each concept's best box, cropped
+        found = detector(to_pil(image[None])[0], classes)
+        values = [float((dino.embed_images(crop(image, f.boxes[0].tolist())[None])
+                         * dino.embed_images(references[j][None])).sum()) for j, f in zip(ids, found)]
+        expected.append(sum(values) / len(values))
+    assert torch.allclose(scores, torch.tensor(expected, dtype=torch.float64), atol=1e-5)
+
+
+def test_detect_and_compare_missing_policy(detector, dino):
+    from break_a_scene.masks import WordDetector
+
+    blind = WordDetector(detector.model, detector.processor, threshold=1.1)  # no box passes
+    references = [torch.rand(3, 8, 8)]
+    assert DetectCompare(blind, dino, references).scores(_images(1), [[0]], [["cup"]]).tolist() == [0.0]
+    assert math.isnan(DetectCompare(blind, dino, references, missing="skip").scores(_images(1), [[0]], [["cup"]])[0])
+
+
+def test_dreamsim_refuses_missing_files_and_hub_variants(tmp_path):
+    with pytest.raises(UserInputError, match="no open_clip_vitb32_pretrain.pth.tar, open_clip_vitb32_single_lora"):
+        DreamSimEncoder.check(str(tmp_path))
+    with pytest.raises(UserInputError, match="torch.hub, which runs a downloaded repository's code"):
+        DreamSimEncoder.check(str(tmp_path), "ensemble")
+
+
+def _save_random_dreamsim(folder):
+    """The open_clip_vitb32 release's layout with random weights: the ViT-B/32 (as the package reads it, with
+    its `proj`) and a LoRA folder from peft's save_pretrained (B initialised non-zero, so the adapters count)."""
+    from dreamsim.config import dreamsim_args
+    from dreamsim.feature_extraction.vision_transformer import vit_base
+    from dreamsim.model import PerceptualModel
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    vit = vit_base(patch_size=32)
+    vit.pos_drop = torch.nn.LayerNorm(vit.embed_dim)
+    weights = {k: v.half() for k, v in vit.state_dict().items()}  # loaded into float32 parameters
+    weights["proj"] = torch.randn(768, 512) / 28  # used as stored: float32, as the release's
+    torch.save({"state_dict": weights}, folder / "open_clip_vitb32_pretrain.pth.tar")
+    model = PerceptualModel(**dreamsim_args["model_config"]["open_clip_vitb32"], device="cpu", load_dir=str(folder),
+                            normalize_embeds=True)
+    lora = LoraConfig(r=2, lora_alpha=2, lora_dropout=0.0, bias="none", target_modules=["qkv"],
+                      init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(folder / "open_clip_vitb32_single_lora")
+
+
+@pytest.mark.slow
+def test_dreamsim_through_the_packages_loader_gives_its_distance(tmp_path):
+    """A ViT-B/32 cannot be made tiny (the package builds it at its size): random weights, 175 MB in fp16."""
+    from dreamsim import dreamsim
+
+    from break_a_scene.evaluation.encoders import to_pil
+
+    _save_random_dreamsim(tmp_path)
+    encoder = DreamSimEncoder.load(str(tmp_path))
+    images = _images(2, seed=5)
+    ours = (encoder.embed_images(images[:1]) * encoder.embed_images(images[1:])).sum()
+    model, preprocess = dreamsim(pretrained=True, device="cpu", cache_dir=str(tmp_path),
+                                 dreamsim_type="open_clip_vitb32")
+    a, b = (preprocess(picture) for picture in to_pil(images))
+    with torch.no_grad():
+        assert torch.isclose(ours, 1 - model(a, b)[0], atol=1e-5)
+    assert float((encoder.embed_images(images[:1]) ** 2).sum()) == pytest.approx(1.0, abs=1e-5)

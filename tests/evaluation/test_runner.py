@@ -85,6 +85,7 @@ def test_paper_world_metrics_on_the_tiny_model(tmp_path, scene_dir):
         f"evaluation.dino.name_or_path={save_tiny_dino(tmp_path / 'dino')}", "evaluation.num_images_per_prompt=2",
         "evaluation.num_inference_steps=3", "evaluation.dtype=float32", "evaluation.batch_size=4",
         "evaluation.progress=false", "evaluation.continue_on_error=false",
+        "evaluation.dreamsim=null", "evaluation.detector=null",
     ]
     register_resolvers()
     cfg = compose_config("evaluate", overrides, tmp_path)

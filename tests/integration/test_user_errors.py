@@ -109,7 +109,8 @@ def paper_trial(tmp_path, scene_dir):
     ]
 
 
-@pytest.mark.parametrize("case", ["no_classes", "empty_templates", "missing_clip", "missing_dino", "unknown_choice"])
+@pytest.mark.parametrize("case", ["no_classes", "empty_templates", "missing_clip", "missing_dino", "missing_dreamsim",
+                                  "unknown_choice"])
 def test_a_single_trial_stops_on_a_user_error_before_training(case, paper_trial, scene_dir, tmp_path, capsys):
     extra, expected = {
         "no_classes": ([], "has no classes.txt with one class name per mask"),
@@ -118,8 +119,12 @@ def test_a_single_trial_stops_on_a_user_error_before_training(case, paper_trial,
                          "evaluation.clip.model_name=local-dir:/nowhere/clip: no such folder"),
         "missing_dino": (["evaluation.dino.name_or_path=nobody/no-dino"],
                          "or point evaluation.dino.name_or_path at a local folder"),
+        "missing_dreamsim": ([f"evaluation.dreamsim.cache_dir={tmp_path / 'no_dreamsim'}"],
+                             "evaluation.dreamsim=null leaves the DreamSim columns out."),
         "unknown_choice": (["memory=bogus"], "choose one of 12gb, 16gb, 24gb, full, lora_bf16, qlora_nf4."),
     }[case]
+    if case != "missing_dreamsim":  # the successors' metrics need weights no tiny model stands in for
+        extra += ["evaluation.dreamsim=null", "evaluation.detector=null"]
     if case == "no_classes":
         (scene_dir / "classes.txt").unlink()
     if case == "empty_templates":

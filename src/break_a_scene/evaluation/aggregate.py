@@ -20,6 +20,9 @@ from break_a_scene.evaluation.stats import mean_ci, paired_difference
 from break_a_scene.inputs import read_json
 
 AXES = {"paper": ("prompt_similarity", "identity_similarity"), "toyworld": ("prompt_following", "identity")}
+# the paper's columns and ours under the names later papers report them with (docs/evaluation.md)
+SUCCESSOR_NAMES = {"prompt_similarity": "CLIP-T", "clip_i": "CLIP-I", "identity_similarity": "DINO-I",
+                   "dreamsim": "DreamSim", "detect_compare": "D&C-DS"}
 
 
 def load_rows(out_dir: str | Path) -> list[dict]:
@@ -175,6 +178,9 @@ def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None, r
     report.mkdir(exist_ok=True)
     front = plot(table, x, y, report / "figure.png")
     text = [markdown_table(table, metrics), "", f"Pareto front ({x} vs {y}): {', '.join(front)}"]
+    named = [f"{column} = {name}" for column, name in SUCCESSOR_NAMES.items() if column in metrics]
+    if named:
+        text += ["", "As the successors (DreamBooth, MagicTailor, MuDI) name them: " + "; ".join(named) + "."]
     if failures:
         text += ["", f"{len(failures)} failed trials:"]
         text += [f"- {f['method']} / {Path(f['scene']).name} / seed {f['train_seed']}: {f['error']}" for f in failures]

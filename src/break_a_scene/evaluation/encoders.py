@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -107,3 +108,58 @@ class DinoEncoder(torch.nn.Module):
         device = next(self.model.parameters()).device
         pixels = self.processor(images=to_pil(images), return_tensors="pt").pixel_values.to(device)
         return F.normalize(self.model(pixel_values=pixels).last_hidden_state[:, 0].float(), dim=-1)
+
+
+# DreamSim variants whose loading runs no downloaded code (the ensemble and the DINO ones call torch.hub, which
+# imports a repository's hubconf.py from the cache), each with the files its release zip unpacks
+DREAMSIM_FILES = {
+    "open_clip_vitb32": ["open_clip_vitb32_pretrain.pth.tar", "open_clip_vitb32_single_lora"],
+    "clip_vitb32": ["clip_vitb32_pretrain.pth.tar", "clip_vitb32_single_lora"],
+}
+
+
+class DreamSimEncoder(torch.nn.Module):
+    """DreamSim (Fu et al., 2023), the perceptual similarity MuDI and MagicTailor report: its similarity of two
+    images is 1 - DreamSim distance, the cosine of their (normalised) DreamSim embeddings. Loaded by the `dreamsim`
+    package from a folder holding its release files (the weights are loaded as tensors only, never downloaded);
+    images go through its own preprocessing (bicubic resize to 224 x 224)."""
+
+    def __init__(self, model: torch.nn.Module, size: int = 224):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.size = size
+
+    @classmethod
+    def load(cls, cache_dir: str, dreamsim_type: str = "open_clip_vitb32", device: str = "cpu") -> "DreamSimEncoder":
+        from dreamsim import dreamsim
+
+        from break_a_scene.generate import resolve_device
+
+        folder = cls.check(cache_dir, dreamsim_type)
+        model, _ = dreamsim(pretrained=True, device=resolve_device(device), cache_dir=str(folder),
+                            dreamsim_type=dreamsim_type)
+        return cls(model)
+
+    @staticmethod
+    def check(cache_dir: str, dreamsim_type: str = "open_clip_vitb32") -> Path:
+        """The folder holding `dreamsim_type`'s release files; a one-line error naming what is missing."""
+        if dreamsim_type not in DREAMSIM_FILES:
+            raise UserInputError(
+                f"evaluation.dreamsim.dreamsim_type={dreamsim_type!r}: use one of {', '.join(DREAMSIM_FILES)} (the "
+                "ensemble and DINO variants load through torch.hub, which runs a downloaded repository's code).")
+        folder = Path(cache_dir).expanduser()
+        missing = [name for name in DREAMSIM_FILES[dreamsim_type] if not (folder / name).exists()]
+        if missing:
+            raise UserInputError(
+                f"evaluation.dreamsim.cache_dir={cache_dir}: no {', '.join(missing)} there. On a machine with "
+                f"internet: python -c \"from dreamsim import dreamsim; dreamsim(device='cpu', cache_dir='{folder}', "
+                f"dreamsim_type='{dreamsim_type}')\", or unzip the release's {dreamsim_type} checkpoint there; "
+                "evaluation.dreamsim=null leaves the DreamSim columns out.")
+        return folder
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        resized = [image.resize((self.size, self.size), Image.BICUBIC) for image in to_pil(images)]
+        pixels = torch.stack([torch.from_numpy(np.asarray(image)).permute(2, 0, 1) for image in resized])
+        return F.normalize(self.model.embed(pixels.float().div(255).to(device)).float(), dim=-1)

@@ -12,6 +12,7 @@ or `"skip"` (left out; an image with no concept found scores NaN).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -106,6 +107,55 @@ class IdentitySimilarity(MaskedConceptSimilarity):
 
 class ImageSimilarity(MaskedConceptSimilarity):
     """CLIP-I: `MaskedConceptSimilarity` under CLIP's image tower (as later papers report)."""
+
+
+class DreamSimIdentity(MaskedConceptSimilarity):
+    """Identity as MagicTailor reports DreamSim: `MaskedConceptSimilarity` under DreamSim (1 - its distance)."""
+
+
+def box_of(mask: torch.Tensor) -> list[int]:
+    """(H, W) mask (> 0.5 counts) -> its bounding box [x0, y0, x1, y1], end-exclusive."""
+    rows, cols = (mask > 0.5).any(dim=1).nonzero().flatten(), (mask > 0.5).any(dim=0).nonzero().flatten()
+    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+
+
+def crop(image: torch.Tensor, box) -> torch.Tensor:
+    """image (3, H, W) cut to box [x0, y0, x1, y1] (pixels, floats rounded outwards), at least 1 x 1 and inside."""
+    height, width = image.shape[-2:]
+    x0, y0 = min(math.floor(box[0]), width - 1), min(math.floor(box[1]), height - 1)
+    x1, y1 = min(max(x0 + 1, math.ceil(box[2])), width), min(max(y0 + 1, math.ceil(box[3])), height)
+    return image[:, y0:y1, x0:x1]
+
+
+class DetectCompare(MeanScore):
+    """MuDI's Detect-and-Compare, per concept: the detector (bas-masks' OWLv2, every prompted class name a query
+    of one pass) boxes each prompted concept in the generated image; its best box, cropped, is compared under
+    `encoder` (DreamSim) with the concept's box in the input image. A concept not detected: `missing`."""
+
+    def __init__(self, detector, encoder, references: list[torch.Tensor],
+                 missing: Literal["zero", "skip"] = "zero", aggregate: Literal["mean", "min"] = "mean", **kwargs):
+        """references: each concept's input crop (3, h, w) in [0, 1], in concept order."""
+        super().__init__(**kwargs)
+        _check_policies(missing, aggregate)
+        self.detector, self.encoder, self.missing, self.aggregate = detector, encoder, missing, aggregate
+        self.reference_embeddings = torch.cat([encoder.embed_images(ref[None]) for ref in references])
+
+    def scores(self, images: torch.Tensor, concepts: list[list[int]], class_names: list[list[str]]) -> torch.Tensor:
+        """concepts[b]: the prompt's concept indices; class_names[b]: their class names, in the same order."""
+        from break_a_scene.evaluation.encoders import to_pil
+
+        per_concept = []
+        for image, picture, ids, names in zip(images, to_pil(images), concepts, class_names):
+            found = self.detector(picture, names)
+            row = []
+            for concept, detections in zip(ids, found):
+                if len(detections.boxes) == 0:
+                    row.append(0.0 if self.missing == "zero" else float("nan"))
+                    continue
+                embedded = self.encoder.embed_images(crop(image, detections.boxes[0].tolist())[None])
+                row.append(float((embedded[0].cpu() * self.reference_embeddings[concept].cpu()).sum()))
+            per_concept.append(row)
+        return _aggregate(per_concept, self.aggregate)
 
 
 class ConceptAccuracy(MeanScore):

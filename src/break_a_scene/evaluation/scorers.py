@@ -16,11 +16,15 @@ from omegaconf import DictConfig
 from break_a_scene.errors import UserInputError
 from break_a_scene.evaluation.metrics import (
     ConceptAccuracy,
+    DetectCompare,
+    DreamSimIdentity,
     IdentitySimilarity,
     ImageSimilarity,
     MeanScore,
     PromptSimilarity,
     black_outside,
+    box_of,
+    crop,
 )
 from break_a_scene.evaluation.prompts import EvalPrompt
 from break_a_scene.evaluation.segmenters import Generated
@@ -37,14 +41,25 @@ def masked_references(photos: list[SceneTensors]) -> torch.Tensor:
     return torch.stack(references)
 
 
+def reference_crops(photos: list[SceneTensors]) -> list[torch.Tensor]:
+    """Each concept's box in the input image (the first photo that shows it): (3, h, w) in [0, 1]."""
+    crops = []
+    for concept in range(photos[0].masks.shape[0]):
+        photo = next(p for p in photos if p.present[concept])
+        crops.append(crop((photo.image + 1) / 2, box_of(photo.masks[concept])))
+    return crops
+
+
 class PaperScorer:
-    """Prompt similarity (CLIP), identity similarity (DINO), CLIP-I and concept accuracy (top-k for each k)."""
+    """Prompt similarity (CLIP), identity similarity (DINO), CLIP-I and concept accuracy (top-k for each k);
+    with a DreamSim encoder also DreamSim identity, and with a detector too MuDI's Detect-and-Compare."""
 
     needs_attention = False
 
     def __init__(self, clip, dino, segmenter, references: torch.Tensor, tokens: list[str], class_names: list[str],
                  gallery: torch.Tensor, gallery_ids: list[int], missing: str = "zero", aggregate: str = "mean",
-                 accuracy_k: tuple[int, ...] = (1, 3)):
+                 accuracy_k: tuple[int, ...] = (1, 3), dreamsim=None, detector=None,
+                 crops: list[torch.Tensor] | None = None):
         self.segmenter = segmenter
         self.needs_attention = getattr(segmenter, "uses_attention", False)
         self.references, self.tokens, self.class_names, self.gallery_ids = references, tokens, class_names, gallery_ids
@@ -54,6 +69,10 @@ class PaperScorer:
             "clip_i": ImageSimilarity(clip, missing, aggregate),
             **{f"concept_acc{k}": ConceptAccuracy(clip, gallery, k) for k in accuracy_k},
         }
+        if dreamsim is not None:
+            self.metrics["dreamsim"] = DreamSimIdentity(dreamsim, missing, aggregate)
+            if detector is not None:
+                self.metrics["detect_compare"] = DetectCompare(detector, dreamsim, crops, missing, aggregate)
 
     def __call__(self, images: torch.Tensor, prompts: list[EvalPrompt], samples) -> dict[str, list[float]]:
         generated = [Generated(image, [self.tokens[j] for j in p.concepts], [self.class_names[j] for j in p.concepts],
@@ -67,6 +86,9 @@ class PaperScorer:
                 scores = metric.scores(images, [p.class_prompt for p in prompts])
             elif name.startswith("concept_acc"):
                 scores = metric.scores(images, masks, ids)
+            elif name == "detect_compare":
+                scores = metric.scores(images, [list(p.concepts) for p in prompts],
+                                       [[self.class_names[j] for j in p.concepts] for p in prompts])
             else:
                 scores = metric.scores(images, masks, references)
             metric.update(scores=scores)
@@ -121,6 +143,16 @@ def check_paper_weights(cfg: DictConfig) -> None:
             resolve_model_dir(hub.strip("/"), setting="evaluation.clip.pretrained", expected="a local checkpoint file")
     resolve_model_dir(cfg.dino.name_or_path, setting="evaluation.dino.name_or_path",
                       expected="a local folder with a ViT's weights and preprocessor_config.json")
+    if cfg.get("dreamsim"):
+        from break_a_scene.evaluation.encoders import DreamSimEncoder
+
+        DreamSimEncoder.check(str(cfg.dreamsim.cache_dir), cfg.dreamsim.get("dreamsim_type", "open_clip_vitb32"))
+    if cfg.get("detector"):
+        if not cfg.get("dreamsim"):
+            raise UserInputError("evaluation.detector (Detect-and-Compare) compares with DreamSim: set "
+                                 "evaluation.dreamsim too, or evaluation.detector=null.")
+        resolve_model_dir(cfg.detector.name_or_path, setting="evaluation.detector.name_or_path",
+                          expected="a local folder that OWLv2's save_pretrained wrote (or evaluation.detector=null)")
     if cfg.segmenter.get("name_or_path"):
         resolve_model_dir(cfg.segmenter.name_or_path, setting="evaluation.segmenter.name_or_path",
                           expected="a local folder (or evaluation/segmenter=attention, which needs no model)")
@@ -135,5 +167,8 @@ def build_paper_scorer(cfg: DictConfig, scene: list[SceneTensors], tokens: list[
     segmenter = instantiate(cfg.segmenter)
     gallery = torch.cat([clip.embed_images(masked_references(s)) for s in gallery_scenes])
     ids = list(range(scene_offset, scene_offset + len(tokens)))
+    dreamsim = instantiate(cfg.dreamsim) if cfg.get("dreamsim") else None
+    detector = instantiate(cfg.detector) if cfg.get("detector") and dreamsim is not None else None
     return PaperScorer(clip, dino, segmenter, masked_references(scene), tokens, class_names, gallery.cpu(), ids,
-                       cfg.missing, cfg.aggregate, tuple(cfg.concept_accuracy_k))
+                       cfg.missing, cfg.aggregate, tuple(cfg.concept_accuracy_k), dreamsim, detector,
+                       reference_crops(scene))
