@@ -19,14 +19,20 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Break-A-Scene in the toy world on the CPU: the shipped star + ring scene -> two learned tokens -> new images.
+# Break-A-Scene in the toy world on the CPU: the shipped star + ring scene -> two learned tokens -> new images;
+# then the same with the remedies beyond the paper (variant=beyond), judged and drawn side by side.
 TOY_PROMPTS = '["a photo of <asset0> on the left on a navy background","a photo of <asset1> on the right on a beige background","a photo of <asset1> in the middle on a beige background","a photo of <asset0> on the left and <asset1> on the right on a black background"]'
 demo: install
 	$(BIN)/bas-train experiment=toyworld hydra.run.dir=outputs/demo overwrite=true
 	$(BIN)/bas-generate pipeline=outputs/demo/pipeline hydra.run.dir=outputs/demo/samples overwrite=true \
 		generation.prompts=$(TOY_PROMPTS) generation.num_images_per_prompt=4 \
 		generation.num_inference_steps=25 generation.guidance_scale=5
-	$(BIN)/python experiments/toyworld/judge_demo.py outputs/demo
+	$(BIN)/bas-train experiment=toyworld variant=beyond hydra.run.dir=outputs/demo_beyond overwrite=true
+	$(BIN)/bas-generate pipeline=outputs/demo_beyond/pipeline hydra.run.dir=outputs/demo_beyond/samples overwrite=true \
+		generation.prompts=$(TOY_PROMPTS) generation.num_images_per_prompt=4 \
+		generation.num_inference_steps=25 generation.guidance_scale=5
+	$(BIN)/python experiments/toyworld/judge_demo.py outputs/demo outputs/demo_beyond
+	$(BIN)/python experiments/toyworld/demo_figure.py outputs/demo outputs/demo_beyond outputs/demo_side_by_side.png
 
 # The code path of the photo example (coffee cup, saucer, spoon) with a random tiny model: it runs, it learns
 # nothing. On a GPU with SD 2.1-base: bas-train experiment=official data.scene.folder=<your scene>.

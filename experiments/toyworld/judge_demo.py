@@ -3,7 +3,7 @@ shape) found and found in the prompted slot, over its images, and in how many im
 prompted, everything is right, and in how many images more objects are drawn than prompted (a concept
 drawn twice or leaking in; "only those" counts the images that are all right without any).
 
-    python experiments/toyworld/judge_demo.py outputs/demo
+    python experiments/toyworld/judge_demo.py outputs/demo [outputs/demo_beyond ...]
 """
 
 import argparse
@@ -23,17 +23,22 @@ from break_a_scene.toyworld.scenes import read_scene_json
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("run", type=Path, help="the demo's run folder (holds pipeline/ and samples/)")
-    args = parser.parse_args()
-    manifest = json.loads((args.run / "pipeline" / "break_a_scene.json").read_text())
+    parser.add_argument("runs", type=Path, nargs="+", help="the demo's run folders (each holds pipeline/ and samples/)")
+    for run in parser.parse_args().runs:
+        read(run)
+
+
+def read(run: Path) -> None:
+    """Print the judge's reading of one run's samples."""
+    manifest = json.loads((run / "pipeline" / "break_a_scene.json").read_text())
     scene = read_scene_json(manifest["scene"])
-    records = [json.loads(line) for line in (args.run / "samples" / "samples.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "samples" / "samples.jsonl").read_text().splitlines()]
     judge = load_judge(ASSETS_DIR / "toyworld" / "judge.pt")
     names = ", ".join(f"{t} = {o.colour} {o.shape}" for t, o in zip(manifest["tokens"], scene.objects))
-    print(f"the judge's reading of {args.run / 'samples'} ({names}):")
+    print(f"the judge's reading of {run / 'samples'} ({names}):")
     for prompt in dict.fromkeys(r["prompt"] for r in records):
         target = parse_prompt(prompt, scene, manifest["tokens"])
-        paths = [args.run / "samples" / r["image"] for r in records if r["prompt"] == prompt]
+        paths = [run / "samples" / r["image"] for r in records if r["prompt"] == prompt]
         images = torch.stack([(image_to_tensor(Image.open(p), manifest["resolution"]) + 1) / 2 for p in paths])
         scores = toy_scores(judge, images, [target] * len(paths))
         n = len(paths)
