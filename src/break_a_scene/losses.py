@@ -49,6 +49,43 @@ def masked_diffusion_loss(
     raise ValueError(f"unknown mask normalization {normalization!r}; use 'none' or 'area'")
 
 
+def concept_losses(
+    pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor, normalization: MaskNormalization = "none"
+) -> torch.Tensor:
+    """`masked_diffusion_loss` of each sampled concept alone, on its own mask: pred, target (B, C, h, w), masks
+    (B, K, h, w) -> (B, K); 0 for padding (an empty mask)."""
+    squared = (pred.float() - target.float()).pow(2).unsqueeze(1) * masks.unsqueeze(2).float()  # (B, K, C, h, w)
+    if normalization == "none":
+        return squared.mean(dim=(2, 3, 4))
+    if normalization == "area":
+        area = masks.float().sum(dim=(2, 3)) * pred.shape[1]
+        return squared.sum(dim=(2, 3, 4)) / area.clamp(min=1.0)
+    raise ValueError(f"unknown mask normalization {normalization!r}; use 'none' or 'area'")
+
+
+def hardest_and_others(losses: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beyond the paper (MagicTailor's sample-wise min-max, per sample here): of each sample's valid concepts,
+    the one whose loss is largest, and the rest. losses (B, K), valid (B, K) bool -> two (B, K) bool masks."""
+    hardest = F.one_hot(losses.detach().masked_fill(~valid, float("-inf")).argmax(dim=1), losses.shape[1]).bool()
+    return hardest & valid, valid & ~hardest
+
+
+def momentum_losses(
+    pred: torch.Tensor, target: torch.Tensor, teacher_pred: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
+    normalization: MaskNormalization = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MagicTailor's dual-stream balancing on a Break-A-Scene batch: (the hardest concept's masked loss, averaged
+    over the batch; the preservation loss, the masked MSE between the prediction and the EMA teacher's on each
+    other sampled concept, averaged over those concepts, 0 when every sample holds one concept).
+    pred, target, teacher_pred (B, C, h, w); masks (B, K, h, w); valid (B, K) bool."""
+    losses = concept_losses(pred, target, masks, normalization)
+    hardest, others = hardest_and_others(losses, valid)
+    preserve = concept_losses(pred, teacher_pred, masks, normalization)
+    loss_hardest = (losses * hardest).sum(dim=1).mean()
+    loss_preserve = (preserve * others).sum() / others.sum().clamp(min=1)
+    return loss_hardest, loss_preserve
+
+
 def normalize_by_max(maps: torch.Tensor) -> torch.Tensor:
     """Divide each (r, r) map of (..., r, r) by its maximum, as the released code does."""
     peak = maps.flatten(-2).amax(dim=-1).clamp(min=torch.finfo(maps.dtype).tiny)

@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import DDPStrategy
 
 from break_a_scene.attention import AttentionCapture
+from break_a_scene.ema import EmaTeacher, check_decay
 from break_a_scene.families.base import ModelFamily
 from break_a_scene.lora import LoraSettings, add_lora, lora_parameters
 from break_a_scene.losses import (
     attention_iou,
     cross_attention_loss,
     masked_diffusion_loss,
+    momentum_losses,
     prior_preservation_loss,
     resize_masks,
     token_contrastive_loss,
@@ -50,6 +52,7 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Trainable = Literal["tokens", "all", "cross_attention_kv", "lora"]
 TRAINABLE = ("tokens", "all", "cross_attention_kv", "lora")
 PHASE_KEY = "break_a_scene_phase"  # the phase in a checkpoint: bas-train's checkpoints alone hold it
+EMA_KEY = "break_a_scene_ema_teacher"  # the EMA teacher's moved weights, in phase-2 checkpoints that use one
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,18 @@ class BreakASceneModule(L.LightningModule):
         quantize_frozen: str | None = None,
         lambda_contrastive: float = 0.0,
         contrastive_temperature: float = 0.1,
+        lambda_ema_teacher: float = 0.0,
+        ema_decay: float = 0.99,
     ):
         super().__init__()
         for key, value in (("phase1_trainable", phase1_trainable), ("phase2_trainable", phase2_trainable)):
             if value not in TRAINABLE:
                 raise ValueError(f"method.{key} must be one of {TRAINABLE}, not {value!r}")
+        if lambda_ema_teacher and not masked_loss:
+            raise ValueError("method.lambda_ema_teacher splits the masked loss by concept: it needs "
+                             "method.masked_loss=true (or set method.lambda_ema_teacher=0)")
+        if lambda_ema_teacher:
+            check_decay(ema_decay)
         self.save_hyperparameters(ignore=["components", "tokens", "optimizer", "run_info"])
         self.run_info = dict(run_info or {})  # what the export's manifest and W&B record about the run
         self.facts = RunFacts(tokens, resolution, attention_resolution_divisor, phase1_steps, phase2_steps,
@@ -168,6 +178,7 @@ class BreakASceneModule(L.LightningModule):
             split_token_rows(encoder, tokens.ids_in(index))
         # the contrastive loss's anchors: the rows as they start (rebuilt alike when a run resumes)
         self.initial_rows = [rows.detach().clone() for rows in self.token_rows] if lambda_contrastive else []
+        self.ema_teacher: EmaTeacher | None = None  # made when phase 2 starts (`_start_ema_teacher`)
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
         # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
@@ -324,6 +335,8 @@ class BreakASceneModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[PHASE_KEY] = self.phase
+        if self.ema_teacher is not None:
+            checkpoint[EMA_KEY] = self.ema_teacher.state_dict(self.denoiser)
         if self.frozen_weights is not None:  # the float32 values, so a resumed phase 2 starts from them
             checkpoint["state_dict"].update(self.frozen_weights.full_precision_state(self.named_parameters()))
 
@@ -334,6 +347,25 @@ class BreakASceneModule(L.LightningModule):
         if self.frozen_weights is not None:  # the held float32 values become the checkpoint's
             self.frozen_weights.reload(self.named_parameters(), checkpoint["state_dict"])
         self._set_trainable()
+        if EMA_KEY in checkpoint:  # the denoiser still holds its loaded weights; the moved ones come from the file
+            self._start_ema_teacher()
+            self.ema_teacher.load_state_dict(checkpoint[EMA_KEY])
+
+    # ---- the EMA teacher (beyond the paper) ---------------------------------------------------------
+    def _start_ema_teacher(self) -> None:
+        """Copy the denoiser as it is into the teacher, with its own attention processors (not the capture's)."""
+        capturing = self.capture is not None and self.capture.installed
+        if capturing:
+            self.capture.remove()
+        self.ema_teacher = EmaTeacher(self.denoiser, self.hparams.ema_decay)
+        if capturing:
+            self.capture.install()
+        log.info("EMA teacher from step %d (decay %g)", self.global_step, self.hparams.ema_decay)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema_teacher is not None:
+            self.ema_teacher.update(self.denoiser)
 
     # ---- hooks --------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -346,6 +378,8 @@ class BreakASceneModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.initial_rows = [rows.to(self.device) for rows in self.initial_rows]
+        if self.ema_teacher is not None:  # made from a checkpoint before Lightning moved the module
+            self.ema_teacher.to(self.device)
         if self.capture is not None:
             self.capture.install()
         if self.hparams.compile_unet:  # the training forward only: sampling and the export use the plain denoiser
@@ -415,6 +449,8 @@ class BreakASceneModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         """The step's loss, and under "attention" the step's `AttentionSnapshot` for the callbacks (None
         without the attention loss)."""
+        if self.hparams.lambda_ema_teacher and self.phase == 2 and self.ema_teacher is None:
+            self._start_ema_teacher()
         pixels, input_ids = batch["pixel_values"], batch["input_ids"]
         instances = pixels.shape[0]
         with_prior = "class_pixel_values" in batch
@@ -434,13 +470,21 @@ class BreakASceneModule(L.LightningModule):
         pred = self.components.denoise(noisy, timesteps, conditioning, forward=self.denoiser_forward)
 
         pred_inst, target_inst = pred[:instances], target[:instances]
-        if self.hparams.masked_loss:
+        logs = {}
+        if self.ema_teacher is not None:  # the hardest concept's masked loss, the others held by the teacher
+            with torch.no_grad():
+                teacher = self.components.denoise(noisy, timesteps, conditioning, forward=self.ema_teacher.model)
+            masks = resize_masks(batch["masks"], latents.shape[-1], self.hparams.mask_downsampling)  # (B,K,h,w)
+            loss_rec, loss_preserve = momentum_losses(pred_inst, target_inst, teacher[:instances], masks,
+                                                      batch["token_valid"], self.hparams.mask_normalization)
+            loss = loss_rec + self.hparams.lambda_ema_teacher * loss_preserve
+            logs["loss_preserve"] = loss_preserve
+        elif self.hparams.masked_loss:
             mask = resize_masks(batch["union_mask"], latents.shape[-1], self.hparams.mask_downsampling)  # (B,1,h,w)
-            loss_rec = masked_diffusion_loss(pred_inst, target_inst, mask, self.hparams.mask_normalization)
+            loss_rec = loss = masked_diffusion_loss(pred_inst, target_inst, mask, self.hparams.mask_normalization)
         else:
-            loss_rec = F.mse_loss(pred_inst.float(), target_inst.float())
-        loss = loss_rec
-        logs = {"loss_masked": loss_rec}
+            loss_rec = loss = F.mse_loss(pred_inst.float(), target_inst.float())
+        logs["loss_masked"] = loss_rec
         diagnostics = {}
         snapshot = None
         if with_prior:

@@ -52,6 +52,10 @@ def bad(case: str, scene_dir, tmp_path) -> list[str]:
         return ["memory=bogus"]
     elif case == "removed_callback":
         return ["callbacks.phase_switch=null"]
+    elif case == "ema_without_masked_loss":
+        return ["variant=ema_teacher", "method.masked_loss=false"]
+    elif case == "ema_decay":
+        return ["variant=ema_teacher", "method.ema_decay=1.0"]
     elif case == "unquoted_value":
         return ["data.prior_preservation.class_prompt=a photo (at the beach)"]
     return []
@@ -77,6 +81,9 @@ CASES = {
     "image_and_photos": "holds both an image of its own (img.jpg) and photo subfolders (photo_b)",
     "unknown_choice": "Could not find 'memory/bogus'; choose one of 12gb, 16gb, 24gb, full, lora_bf16, qlora_nf4.",
     "removed_callback": "Could not override 'callbacks.phase_switch'.",
+    "ema_without_masked_loss": "method.lambda_ema_teacher splits the masked loss by concept: it needs "
+                               "method.masked_loss=true",
+    "ema_decay": "method.ema_decay=1.0 must be in [0, 1)",
     "unquoted_value": "cannot read the override 'data.prior_preservation.class_prompt=a photo (at the beach)'",
 }
 

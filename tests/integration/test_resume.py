@@ -79,3 +79,23 @@ def test_checkpoints_keep_the_frozen_rows_bit_identical(tmp_path, scene_dir):
                       for name in ("base.weight", "rows"))
         assert torch.equal(base[:49408], initial)  # every original row, bit-identical, in every checkpoint
         assert rows.shape == (2, initial.shape[1]) and not torch.equal(rows, base[49408:])
+
+
+def test_killed_and_resumed_ema_teacher_run_exports_the_same_weights(tmp_path):
+    """The teacher's weights travel in the phase-2 checkpoint: without them the resumed run's preservation
+    loss would pull toward a different teacher and the weights would differ."""
+    from tests.conftest import write_scene
+
+    scene = write_scene(tmp_path / "scene")
+    ema = ["variant=ema_teacher", "method.ema_decay=0.5", "method.lambda_ema_teacher=100"]  # a strong pull
+    whole = train(tmp_path / "whole", scene, *ema)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "run"
+    kill = ["+callbacks.kill._target_=tests.helpers.KillAtStep", "+callbacks.kill.step=7"]  # phase 2, ckpt at 6
+    killed = train(out, scene, *ema, *kill)
+    assert killed.returncode == -9
+    assert "break_a_scene_ema_teacher" in torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = train(out, scene, *ema, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = weights(tmp_path / "whole" / "pipeline"), weights(out / "pipeline")
+    assert max((got[name] - expected[name]).abs().max().item() for name in expected) <= 1e-6

@@ -244,3 +244,34 @@ def test_cached_latents_sample_what_encoding_samples(tmp_path, scene_dir):
     keys = set(module.latent_cache)
     assert keys <= {"scene", "scene_flipped", "class_0", "class_1"} and {"class_0", "class_1"} <= keys
     assert calls == [1] * len(keys)  # each picture encoded once, alone; later steps read the cache
+
+
+class RecordTeacher(L.Callback):
+    """After each optimizer step: the trained conv_in weight, and the teacher's (None before it exists)."""
+
+    def __init__(self):
+        self.online, self.teacher = [], []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.online.append(module.unet.conv_in.weight.detach().clone())
+        teacher = module.ema_teacher
+        self.teacher.append(None if teacher is None else teacher.model.conv_in.weight.detach().clone())
+
+
+def test_ema_teacher_starts_with_phase2_and_averages_the_trained_weights(tmp_path, scene_dir):
+    cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", "variant=ema_teacher",
+                                   "method.ema_decay=0.5"], tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    start = module.unet.conv_in.weight.detach().clone()  # phase 1 trains the token rows alone
+    recorder = RecordTeacher()
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=datamodule)
+    assert recorder.teacher[:3] == [None] * 3  # no teacher in phase 1 (3 steps)
+    expected = start
+    for online, teacher in zip(recorder.online[3:], recorder.teacher[3:]):
+        expected = 0.5 * expected + 0.5 * online  # made from the weights phase 2 started from, moved each step
+        torch.testing.assert_close(teacher, expected, rtol=0, atol=1e-7)
+    assert not torch.equal(recorder.teacher[-1], recorder.online[-1])
+    assert torch.isfinite(trainer.callback_metrics["loss_preserve"])
+    assert not any(name.startswith("ema") for name in module.state_dict())  # not a registered module
+

@@ -4,8 +4,11 @@ import pytest
 import torch
 
 from break_a_scene.losses import (
+    concept_losses,
     cross_attention_loss,
+    hardest_and_others,
     masked_diffusion_loss,
+    momentum_losses,
     prior_preservation_loss,
     resize_masks,
     token_contrastive_loss,
@@ -95,3 +98,42 @@ def test_token_contrastive_loss_pushes_the_rows_apart():
     rows = torch.tensor([[1.0, 0.2], [1.0, -0.2]], requires_grad=True)
     token_contrastive_loss(rows, rows.detach(), 0.1).backward()
     assert rows.grad[0, 1] < 0 and rows.grad[1, 1] > 0  # descent raises row 0's y and lowers row 1's
+
+
+def _two_concepts():
+    """Sample 0 holds concepts A (pixel (0, 0), error 2) and B (pixel (1, 1), error 1) and a padded slot; sample 1
+    holds one concept (pixel (0, 1), error 3). Target 0, 2 channels, 2 x 2 latents."""
+    pred, target = torch.zeros(2, 2, 2, 2), torch.zeros(2, 2, 2, 2)
+    masks = torch.zeros(2, 3, 2, 2)
+    pred[0, :, 0, 0], masks[0, 0, 0, 0] = 2.0, 1.0
+    pred[0, :, 1, 1], masks[0, 1, 1, 1] = 1.0, 1.0
+    pred[1, :, 0, 1], masks[1, 0, 0, 1] = 3.0, 1.0
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    return pred, target, masks, valid
+
+
+def test_concept_losses_by_hand():
+    pred, target, masks, _ = _two_concepts()
+    # none: (error^2 x 2 channels) / 8 elements; area: the same sum / (2 channels x 1 pixel); padding 0
+    assert concept_losses(pred, target, masks, "none").tolist() == [[1.0, 0.25, 0.0], [2.25, 0.0, 0.0]]
+    assert concept_losses(pred, target, masks, "area").tolist() == [[4.0, 1.0, 0.0], [9.0, 0.0, 0.0]]
+
+
+def test_hardest_concept_is_chosen_among_the_valid_ones():
+    losses = torch.tensor([[1.0, 0.25, 0.0], [0.0, 0.0, 0.0]])
+    hardest, others = hardest_and_others(losses, torch.tensor([[True, True, False], [False, True, False]]))
+    assert hardest.tolist() == [[True, False, False], [False, True, False]]  # padding never wins, even at a tie
+    assert others.tolist() == [[False, True, False], [False, False, False]]
+
+
+def test_momentum_losses_by_hand():
+    pred, target, masks, valid = _two_concepts()
+    pred.requires_grad_(True)
+    teacher = pred.detach().clone()
+    teacher[0, :, 1, 1] = 0.0  # the teacher differs from the prediction on B's pixel only
+    hardest, preserve = momentum_losses(pred, target, teacher, masks, valid, "none")
+    assert hardest.item() == (1.0 + 2.25) / 2  # A in sample 0, the one concept in sample 1
+    assert preserve.item() == 0.25  # B's masked MSE to the teacher, the only other concept in the batch
+    hardest.backward()
+    assert pred.grad[0, :, 1, 1].abs().sum() == 0  # B is not pushed toward its target by the hardest term
+    assert pred.grad[0, :, 0, 0].abs().sum() > 0
