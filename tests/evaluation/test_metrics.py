@@ -71,10 +71,12 @@ def test_identity_of_the_input_concept_itself_is_one(dino):
     images = _images(2)
     mask = torch.zeros(32, 32)
     mask[4:20, 6:30] = 1
-    references = [torch.stack([black_outside(images[0], mask)]), torch.stack([black_outside(images[1], mask)])]
-    metric = IdentitySimilarity(dino)
-    scores = metric.scores(images, [[mask], [mask]], references)
+    references = torch.stack([black_outside(images[0], mask), black_outside(images[1], mask)])  # two concepts
+    metric = IdentitySimilarity(dino, references)
+    scores = metric.scores(images, [[mask], [mask]], [[0], [1]])
     assert torch.allclose(scores, torch.ones(2, dtype=torch.float64), atol=1e-5)
+    crossed = metric.scores(images, [[mask], [mask]], [[1], [0]])  # each image scored against the other concept
+    assert (crossed < 0.999).all()
 
 
 def test_identity_missing_and_aggregate_policies(dino):
@@ -83,19 +85,19 @@ def test_identity_missing_and_aggregate_policies(dino):
     mask[:16] = 1
     other = torch.zeros(32, 32)
     other[16:] = 1
-    refs = [torch.stack([black_outside(images[0], mask), black_outside(images[0], other)])]
+    refs = torch.stack([black_outside(images[0], mask), black_outside(images[0], other)])
     # concept 0 found (cosine 1), concept 1 not found
     def score(**policy) -> float:
-        return float(IdentitySimilarity(dino, **policy).scores(images, [[mask, None]], refs)[0])
+        return float(IdentitySimilarity(dino, refs, **policy).scores(images, [[mask, None]], [[0, 1]])[0])
 
     assert score(missing="zero") == pytest.approx(0.5, abs=1e-5)
     assert score(missing="skip") == pytest.approx(1.0, abs=1e-5)
     assert score(missing="zero", aggregate="min") == 0.0
-    skipped = IdentitySimilarity(dino, missing="skip")
-    skipped.update(images, [[None, None]], refs)  # nothing found: NaN, left out of the mean
+    skipped = IdentitySimilarity(dino, refs, missing="skip")
+    skipped.update(images, [[None, None]], [[0, 1]])  # nothing found: NaN, left out of the mean
     assert torch.isnan(skipped.compute())
     with pytest.raises(UserInputError, match="evaluation.missing"):
-        IdentitySimilarity(dino, missing="drop")
+        IdentitySimilarity(dino, refs, missing="drop")
 
 
 def test_concept_accuracy_finds_each_concept_among_the_gallery(clip):

@@ -81,22 +81,23 @@ def _check_policies(missing: str, aggregate: str) -> None:
 class MaskedConceptSimilarity(MeanScore):
     """Cosine between the masked input concept and the masked generated concept under `encoder`."""
 
-    def __init__(self, encoder, missing: Literal["zero", "skip"] = "zero",
+    def __init__(self, encoder, references: torch.Tensor, missing: Literal["zero", "skip"] = "zero",
                  aggregate: Literal["mean", "min"] = "mean", **kwargs):
+        """references (N, 3, H, W): each concept's input picture black outside its mask, embedded once here."""
         super().__init__(**kwargs)
         _check_policies(missing, aggregate)
         self.encoder, self.missing, self.aggregate = encoder, missing, aggregate
+        self.reference_embeddings = encoder.embed_images(references)
 
-    def scores(self, images: torch.Tensor, masks: Masks, references: list[torch.Tensor]) -> torch.Tensor:
-        """images (B, 3, H, W); masks[b][j]: concept j's mask in image b or None; references[b]: (k_b, 3, H', W')
-        the masked input concepts, in the same order."""
+    def scores(self, images: torch.Tensor, masks: Masks, concepts: list[list[int]]) -> torch.Tensor:
+        """images (B, 3, H, W); masks[b][j]: the mask of concept concepts[b][j] in image b, or None."""
         pairs = [(b, j) for b, row in enumerate(masks) for j, mask in enumerate(row) if mask is not None]
         per_concept = [[0.0 if self.missing == "zero" else float("nan")] * len(row) for row in masks]
         if pairs:
-            generated = torch.stack([black_outside(images[b], masks[b][j]) for b, j in pairs])
-            reference = torch.stack([references[b][j] for b, j in pairs])
-            cosine = (self.encoder.embed_images(generated) * self.encoder.embed_images(reference)).sum(-1)
-            for (b, j), value in zip(pairs, cosine.tolist()):
+            cut = torch.stack([black_outside(images[b], masks[b][j]) for b, j in pairs])
+            generated = self.encoder.embed_images(cut)
+            reference = self.reference_embeddings[[concepts[b][j] for b, j in pairs]].to(generated.device)
+            for (b, j), value in zip(pairs, (generated * reference).sum(-1).tolist()):
                 per_concept[b][j] = value
         return _aggregate(per_concept, self.aggregate)
 

@@ -31,23 +31,23 @@ from break_a_scene.evaluation.segmenters import Generated
 from break_a_scene.scene import SceneTensors
 
 
-def masked_references(photos: list[SceneTensors]) -> torch.Tensor:
-    """(N, 3, R, R) in [0, 1]: the input image black outside each concept's mask (with several photos, the
-    first photo that shows the concept)."""
-    references = []
+def first_sightings(photos: list[SceneTensors]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each concept's (input image in [0, 1], its mask) from the first photo that shows it."""
+    sightings = []
     for concept in range(photos[0].masks.shape[0]):
         photo = next(p for p in photos if p.present[concept])
-        references.append(black_outside((photo.image + 1) / 2, photo.masks[concept]))
-    return torch.stack(references)
+        sightings.append(((photo.image + 1) / 2, photo.masks[concept]))
+    return sightings
+
+
+def masked_references(photos: list[SceneTensors]) -> torch.Tensor:
+    """(N, 3, R, R) in [0, 1]: the input image black outside each concept's mask."""
+    return torch.stack([black_outside(image, mask) for image, mask in first_sightings(photos)])
 
 
 def reference_crops(photos: list[SceneTensors]) -> list[torch.Tensor]:
-    """Each concept's box in the input image (the first photo that shows it): (3, h, w) in [0, 1]."""
-    crops = []
-    for concept in range(photos[0].masks.shape[0]):
-        photo = next(p for p in photos if p.present[concept])
-        crops.append(crop((photo.image + 1) / 2, box_of(photo.masks[concept])))
-    return crops
+    """Each concept's box in the input image: (3, h, w) in [0, 1]."""
+    return [crop(image, box_of(mask)) for image, mask in first_sightings(photos)]
 
 
 class PaperScorer:
@@ -62,15 +62,15 @@ class PaperScorer:
                  crops: list[torch.Tensor] | None = None):
         self.segmenter = segmenter
         self.needs_attention = getattr(segmenter, "uses_attention", False)
-        self.references, self.tokens, self.class_names, self.gallery_ids = references, tokens, class_names, gallery_ids
+        self.tokens, self.class_names, self.gallery_ids = tokens, class_names, gallery_ids
         self.metrics: dict[str, MeanScore] = {
             "prompt_similarity": PromptSimilarity(clip),
-            "identity_similarity": IdentitySimilarity(dino, missing, aggregate),
-            "clip_i": ImageSimilarity(clip, missing, aggregate),
+            "identity_similarity": IdentitySimilarity(dino, references, missing, aggregate),
+            "clip_i": ImageSimilarity(clip, references, missing, aggregate),
             **{f"concept_acc{k}": ConceptAccuracy(clip, gallery, k) for k in accuracy_k},
         }
         if dreamsim is not None:
-            self.metrics["dreamsim"] = DreamSimIdentity(dreamsim, missing, aggregate)
+            self.metrics["dreamsim"] = DreamSimIdentity(dreamsim, references, missing, aggregate)
             if detector is not None:
                 self.metrics["detect_compare"] = DetectCompare(detector, dreamsim, crops, missing, aggregate)
 
@@ -78,7 +78,7 @@ class PaperScorer:
         generated = [Generated(image, [self.tokens[j] for j in p.concepts], [self.class_names[j] for j in p.concepts],
                                sample.attention) for image, p, sample in zip(images, prompts, samples)]
         masks = self.segmenter(generated)
-        references = [self.references[list(p.concepts)] for p in prompts]
+        concepts = [list(p.concepts) for p in prompts]
         ids = [[self.gallery_ids[j] for j in p.concepts] for p in prompts]
         values = {}
         for name, metric in self.metrics.items():
@@ -87,10 +87,9 @@ class PaperScorer:
             elif name.startswith("concept_acc"):
                 scores = metric.scores(images, masks, ids)
             elif name == "detect_compare":
-                scores = metric.scores(images, [list(p.concepts) for p in prompts],
-                                       [[self.class_names[j] for j in p.concepts] for p in prompts])
+                scores = metric.scores(images, concepts, [[self.class_names[j] for j in p.concepts] for p in prompts])
             else:
-                scores = metric.scores(images, masks, references)
+                scores = metric.scores(images, masks, concepts)
             metric.update(scores=scores)
             values[name] = scores.tolist()
         values["concepts_found"] = [sum(m is not None for m in row) / len(row) for row in masks]
