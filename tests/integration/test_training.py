@@ -275,3 +275,27 @@ def test_ema_teacher_starts_with_phase2_and_averages_the_trained_weights(tmp_pat
     assert torch.isfinite(trainer.callback_metrics["loss_preserve"])
     assert not any(name.startswith("ema") for name in module.state_dict())  # not a registered module
 
+
+
+class RecordProcessors(L.Callback):
+    """The processor classes of the online denoiser and of the teacher, while the capture is installed."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if module.ema_teacher is not None:
+            self.online = {type(p).__name__ for p in module.transformer.attn_processors.values()}
+            self.teacher = {type(p).__name__ for p in module.ema_teacher.model.attn_processors.values()}
+
+
+@pytest.mark.parametrize("model", ["tiny_sd3", "tiny_flux"])
+def test_ema_teacher_on_mm_dit_families(tmp_path, scene_dir, model):
+    cfg = compose_config("train", [*FAST, f"model={model}", f"data.scene.folder={scene_dir}",
+                                   "data.initializer_words=[red,blue]", "variant=ema_teacher"], tmp_path)
+    trainer, module, datamodule = build_run(cfg)
+    recorder = RecordProcessors()
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=datamodule)
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["loss_preserve"]) and metrics["loss_attention"] > 0
+    # the teacher was copied without the capture's probes: its forward adds nothing to the loss's maps
+    assert "JointAttentionProbe" in recorder.online and "JointAttentionProbe" not in recorder.teacher
+    assert not torch.equal(module.ema_teacher.model.proj_out.weight, module.transformer.proj_out.weight)
