@@ -47,6 +47,7 @@ def test_toy_sweep_every_method_failure_resume_and_aggregate(tmp_path):
         assert sorted(int(r["concepts"]) for r in rows) == [1, 1, 2]
         failed = json.loads((out / variant / "scene_001" / "seed_0" / "failed.json").read_text())
         assert "mask1.png" in failed["error"]
+    assert not list(out.rglob(".running"))  # each trial's lock went with its runner's work
     asset = json.loads((out / "lora" / "scene_000" / "seed_0" / "pipeline" / "break_a_scene.json").read_text())
     assert asset["format"] == "lora_asset"  # evaluated through its base model, the shipped toy model
     pipeline = out / "ti_m" / "scene_000" / "seed_0" / "pipeline" / "break_a_scene.json"

@@ -135,6 +135,24 @@ def test_a_single_trial_stops_on_a_user_error_before_training(case, paper_trial,
     assert not (tmp_path / "eval").exists()  # no trial folder: nothing trained, nothing recorded
 
 
+
+def test_a_trial_another_runner_holds_is_left_to_it(paper_trial, scene_dir, tmp_path, capsys):
+    """A single trial stops in one line; a sweep skips it and records nothing; the holder's lock stays."""
+    trial = tmp_path / "eval" / "break_a_scene" / scene_dir.name / "seed_0"
+    trial.mkdir(parents=True)
+    lock = trial / ".running"
+    lock.write_text("pid 4242 on node17 since 2026-12-03 09:00:00\n")
+    args = [*paper_trial, "evaluation.dreamsim=null", "evaluation.detector=null"]
+    code, err = run_entry(evaluate_cli.main, args, capsys)
+    assert code == 2
+    assert_one_line(err, f"is held by another runner (pid 4242 on node17 since 2026-12-03 09:00:00); wait for it, "
+                         f"or delete {lock} if no runner is working on it")
+    code, err = run_entry(evaluate_cli.main, ["-m", *args], capsys)
+    assert code == 0
+    assert not {"failed.json", "pipeline", "rows.csv"} & {p.name for p in trial.iterdir()}  # Hydra's own files aside
+    assert "skipped: trial" in (trial / "evaluate.log").read_text()
+    assert lock.read_text().startswith("pid 4242")
+
 def test_aggregate_names_a_damaged_rows_file(tmp_path, capsys):
     trial = tmp_path / "eval" / "break_a_scene" / "scene_000" / "seed_0"
     trial.mkdir(parents=True)

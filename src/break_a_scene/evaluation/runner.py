@@ -3,16 +3,22 @@ pipeline), generate the prompt set with fixed seeds in batches, score, and appen
 trial's `rows.csv`. Rerunning skips the rows already written. Everything a trial needs (scene, class names,
 prompts, the scorer's weights) is checked before it trains. In a sweep a failed trial is recorded in
 `failed.json` and, by default, does not stop the others; a single trial's user error ends the command (exit
-status 2). `bas-aggregate` gathers every trial's rows.
+status 2). `bas-aggregate` gathers every trial's rows. While a trial trains and samples, its folder holds
+`.running` (who holds it), so two runners never work on one trial: a sweep skips a held trial, a single trial
+stops with one line.
 
 Trial folder: <evaluation.out_dir>/<method_name>/<scene>/seed_<seed>/ (see conf/evaluate.yaml).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import os
+import socket
+import time
 import traceback
 from pathlib import Path
 
@@ -30,6 +36,31 @@ from break_a_scene.scene import SceneTensors, image_to_tensor, load_scene, prepa
 log = logging.getLogger(__name__)
 FAILED_FILE = "failed.json"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".running"
+
+
+class TrialBusy(UserInputError):
+    """Another runner holds the trial folder."""
+
+
+@contextlib.contextmanager
+def trial_lock(trial: Path):
+    """Hold `trial` for this process: `.running` is created only where it does not exist (atomic, also on NFS),
+    names its holder, and is removed when the work ends, however it ends. A runner killed outright leaves it."""
+    trial.mkdir(parents=True, exist_ok=True)
+    lock = trial / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = lock.read_text(errors="replace").strip() if lock.is_file() else "unknown"
+        raise TrialBusy(f"trial {trial} is held by another runner ({holder}); wait for it, or delete {lock} if no "
+                        f"runner is working on it (one killed outright leaves it).") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _scene_photos(folder: str | Path, resolution: int) -> list[SceneTensors]:
@@ -95,10 +126,6 @@ def _trial_tokens(cfg: DictConfig, pipeline_dir: Path, num_concepts: int) -> lis
 
 def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     """Returns the number of rows written now (0 when the trial was already complete)."""
-    from break_a_scene.generate import export_family, load_trained_pipeline
-    from break_a_scene.sampling import sample_images
-    from break_a_scene.training import train
-
     pipeline_dir = trial / "pipeline"
     folder = cfg.data.scene.folder
     scene = load_scene(folder)
@@ -111,12 +138,31 @@ def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     ev = cfg.evaluation
     jobs = [(p, ev.seed + n * ev.num_images_per_prompt + i) for n, p in enumerate(prompts)
             for i in range(ev.num_images_per_prompt)]
-    rows_path = trial / ROWS_FILE
-    done = _done_keys(rows_path)
-    todo = [(p, s) for p, s in jobs if (p.prompt, s) not in done]
-    if not todo:  # complete, even when its pipeline was deleted or only the rows were kept
+    if not _todo(trial, jobs):  # complete, even when its pipeline was deleted or only the rows were kept
         return 0
     _check_scorer(cfg)
+    with trial_lock(trial):
+        return _train_and_score(cfg, trial, folder, tokens, class_names, jobs)
+
+
+def _todo(trial: Path, jobs: list[tuple[EvalPrompt, int]]) -> list[tuple[EvalPrompt, int]]:
+    """The (prompt, sample seed) jobs whose rows the trial's rows.csv does not hold yet."""
+    done = _done_keys(trial / ROWS_FILE)
+    return [(p, s) for p, s in jobs if (p.prompt, s) not in done]
+
+
+def _train_and_score(cfg: DictConfig, trial: Path, folder: str, tokens: list[str], class_names: list[str],
+                     jobs: list[tuple[EvalPrompt, int]]) -> int:
+    from break_a_scene.generate import export_family, load_trained_pipeline
+    from break_a_scene.sampling import sample_images
+    from break_a_scene.training import train
+
+    todo = _todo(trial, jobs)  # read again under the lock: a runner that held it may have finished them
+    if not todo:
+        return 0
+    pipeline_dir = trial / "pipeline"
+    ev = cfg.evaluation
+    rows_path = trial / ROWS_FILE
     if not (pipeline_dir / MANIFEST).is_file():
         log.info("training %s on %s", cfg.method_name, folder)
         train(cfg)
@@ -188,6 +234,10 @@ def run_trial(cfg: DictConfig) -> Path:
         written = evaluate_trial(cfg, trial)
         (trial / FAILED_FILE).unlink(missing_ok=True)
         log.info("%s: %d new rows in %s", trial, written, trial / ROWS_FILE)
+    except TrialBusy as busy:  # not this runner's to record: the holder's failed.json or rows stay as they are
+        if not sweep:
+            raise
+        log.warning("skipped: %s", busy)
     except Exception as err:
         if isinstance(err, UserInputError) and not sweep:
             raise
