@@ -28,9 +28,11 @@ class UnionSamplingDataset(Dataset):
     random solid colour instead of the rest of the scene.
     Beyond the paper (docs/method.md): with probability `replace_p` the chosen concepts are cut out by their
     masks and pasted at random places on a random solid colour (MuDI's Seg-Mix), so no concept is tied to the
-    place it had in the photo; `degrade_noise` adds Gaussian noise of that standard deviation (pixels in
-    [-1, 1]) outside the chosen masks, fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's
-    dynamic masked degradation), so what lies around a concept is not learned as part of it.
+    place it had in the photo; with `replace_full_loss` such a sample's loss covers the whole picture, as MuDI
+    trains its composites (the plain colour, with nothing else on it, is learned too). `degrade_noise` adds
+    Gaussian noise of that standard deviation (pixels in [-1, 1]) outside the chosen masks, fading as
+    (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic masked degradation), so what lies
+    around a concept is not learned as part of it.
     `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
     """
 
@@ -54,6 +56,7 @@ class UnionSamplingDataset(Dataset):
         replace_p: float = 0.0,
         degrade_noise: float = 0.0,
         degrade_power: float = 1.0,
+        replace_full_loss: bool = False,
     ):
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         for photo in self.photos:
@@ -74,6 +77,7 @@ class UnionSamplingDataset(Dataset):
         self.solid_background = solid_background
         self.token_lengths = token_lengths
         self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
+        self.replace_full_loss = replace_full_loss
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -91,13 +95,14 @@ class UnionSamplingDataset(Dataset):
         prompt = self.prompt_prefix + self.joiner.join(self.token_names[i] for i in chosen)
         image, masks = self.photos[p].image, self.photos[p].masks[chosen]
         redrawn = self.solid_background
+        whole = False  # the loss covers the whole picture, not only the chosen masks
         if self.solid_background:
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             union = masks.amax(dim=0, keepdim=True)
             image = image * union + colour * (1 - union)
         if self.replace_p > 0 and float(torch.rand(1, generator=generator)) < self.replace_p:
             image, masks = replace_concepts(image, masks, generator)
-            redrawn = True
+            redrawn, whole = True, self.replace_full_loss
         if self.degrade_noise > 0:
             progress = (self.offset + index) / max(self.length, 1)
             strength = self.degrade_noise * max(0.0, 1.0 - progress) ** self.degrade_power
@@ -111,6 +116,7 @@ class UnionSamplingDataset(Dataset):
         item = {
             "pixel_values": image,  # (3, R, R)
             "masks": masks,  # (k, R, R), in prompt order
+            "loss_region": torch.ones_like(masks[:1]) if whole else masks.amax(dim=0, keepdim=True),  # (1, R, R)
             "token_ids": self.token_ids[chosen],  # (k,)
             "input_ids": tokenize_all(self.tokenizers, [prompt], self.token_lengths)[0],  # (E, T): each tokenizer
             "prompt": prompt,
@@ -166,8 +172,8 @@ def replace_concepts(image: torch.Tensor, masks: torch.Tensor, generator: torch.
 def collate_union_samples(items: list[dict]) -> dict:
     """Stack samples with different k: masks and token ids are padded to the batch's largest k.
 
-    Returns masks (B, K, R, R), token_ids (B, K) with -1 padding, token_valid (B, K) bool, and the union
-    of each sample's masks (B, 1, R, R).
+    Returns masks (B, K, R, R), token_ids (B, K) with -1 padding, token_valid (B, K) bool, and the masked
+    loss's region (B, 1, R, R): the union of each sample's masks, or the whole picture (`replace_full_loss`).
     """
     width = max(item["masks"].shape[0] for item in items)
     side = items[0]["masks"].shape[-1]
@@ -182,7 +188,7 @@ def collate_union_samples(items: list[dict]) -> dict:
         "masks": masks,
         "token_ids": token_ids,
         "token_valid": token_ids >= 0,
-        "union_mask": masks.amax(dim=1, keepdim=True),
+        "union_mask": torch.stack([item["loss_region"] for item in items]),
         "input_ids": torch.stack([item["input_ids"] for item in items]),
         "prompts": [item["prompt"] for item in items],
         "noise_seed": [item["noise_seed"] for item in items],  # a list stays on the host: no sync to read it
@@ -222,6 +228,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         replace_p: float = 0.0,
         degrade_noise: float = 0.0,
         degrade_power: float = 1.0,
+        replace_full_loss: bool = False,
     ):
         super().__init__()
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
@@ -231,6 +238,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
             replace_p=replace_p, degrade_noise=degrade_noise, degrade_power=degrade_power,
+            replace_full_loss=replace_full_loss,
         )
         self.total_steps = total_steps
         self.batch_size = batch_size

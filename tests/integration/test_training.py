@@ -100,8 +100,10 @@ def test_no_phase1_starts_in_phase2(tmp_path, scene_dir):
         ["method.attention_capture=released"],
         ["method.gradient_checkpointing=true", "method.mask_normalization=area"],
         ["method.masked_loss=false", "method.lambda_attention=0"],
+        ["variant=seg_mix_full", "data.loader.replace_p=1.0", "data.loader.batch_size=2"],
     ],
-    ids=["batch2", "prior", "background", "released_capture", "checkpointing_area", "no_masked_no_attn"],
+    ids=["batch2", "prior", "background", "released_capture", "checkpointing_area", "no_masked_no_attn",
+         "seg_mix_full"],
 )
 def test_variants_train_with_finite_losses(tmp_path, scene_dir, extra):
     cfg = compose_config("train", [*FAST, f"data.scene.folder={scene_dir}", *extra], tmp_path)

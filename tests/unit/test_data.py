@@ -245,6 +245,20 @@ def test_replaced_samples_are_drawn_anew_and_plain_ones_draw_as_before(tokenizer
     assert [plain[i]["noise_seed"] for i in range(40)] == [off[i]["noise_seed"] for i in range(40)]
 
 
+
+def test_full_loss_covers_the_whole_picture_of_replaced_samples_only(tokenizer):
+    masked = dataset(tokenizer, length=40, replace_p=0.5)
+    whole = dataset(tokenizer, length=40, replace_p=0.5, replace_full_loss=True)
+    for i in range(40):
+        a, b = masked[i], whole[i]
+        assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["masks"], b["masks"])
+        union = a["masks"].amax(dim=0, keepdim=True)
+        assert torch.equal(a["loss_region"], union)  # the masks' union, re-placed or not
+        replaced = b["latent_key"] is None
+        assert torch.equal(b["loss_region"], torch.ones_like(union) if replaced else union)
+    batch = collate_union_samples([whole[i] for i in range(8)])
+    assert torch.equal(batch["union_mask"], torch.stack([whole[i]["loss_region"] for i in range(8)]))
+
 def test_degradation_noises_outside_the_masks_and_fades_over_the_run(tokenizer):
     scene = asymmetric_scene()
     data = dataset(tokenizer, length=100, flip_p=0.0, degrade_noise=0.5, degrade_power=2.0)
