@@ -32,7 +32,8 @@ class UnionSamplingDataset(Dataset):
     trains its composites (the plain colour, with nothing else on it, is learned too). `degrade_noise` adds
     Gaussian noise of that standard deviation (pixels in [-1, 1]) outside the chosen masks, fading as
     (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic masked degradation), so what lies
-    around a concept is not learned as part of it.
+    around a concept is not learned as part of it; a sample learned whole is not degraded (its loss would learn
+    the noise).
     `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
     """
 
@@ -103,7 +104,7 @@ class UnionSamplingDataset(Dataset):
         if self.replace_p > 0 and float(torch.rand(1, generator=generator)) < self.replace_p:
             image, masks = replace_concepts(image, masks, generator)
             redrawn, whole = True, self.replace_full_loss
-        if self.degrade_noise > 0:
+        if self.degrade_noise > 0 and not whole:  # noise outside the masks, unless the loss learns it there
             progress = (self.offset + index) / max(self.length, 1)
             strength = self.degrade_noise * max(0.0, 1.0 - progress) ** self.degrade_power
             outside = 1 - masks.amax(dim=0, keepdim=True)

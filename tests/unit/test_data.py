@@ -258,6 +258,11 @@ def test_full_loss_covers_the_whole_picture_of_replaced_samples_only(tokenizer):
         assert torch.equal(b["loss_region"], torch.ones_like(union) if replaced else union)
     batch = collate_union_samples([whole[i] for i in range(8)])
     assert torch.equal(batch["union_mask"], torch.stack([whole[i]["loss_region"] for i in range(8)]))
+    # with degradation too, a sample learned whole keeps its plain colour; the others are degraded as before
+    noisy = dataset(tokenizer, length=40, replace_p=0.5, replace_full_loss=True, degrade_noise=1.0)
+    for i in range(40):
+        learned_whole = bool(whole[i]["loss_region"].all())
+        assert torch.equal(noisy[i]["pixel_values"], whole[i]["pixel_values"]) == learned_whole
 
 def test_degradation_noises_outside_the_masks_and_fades_over_the_run(tokenizer):
     scene = asymmetric_scene()
