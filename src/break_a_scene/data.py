@@ -4,11 +4,14 @@ photos of the scene, a sample first picks a photo, then a subset of the concepts
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import CLIPTokenizer
 
+from break_a_scene.errors import UserInputError
 from break_a_scene.scene import SceneTensors
 from break_a_scene.tokens import tokenize_all
 
@@ -28,12 +31,13 @@ class UnionSamplingDataset(Dataset):
     random solid colour instead of the rest of the scene.
     Beyond the paper (docs/method.md): with probability `replace_p` the chosen concepts are cut out by their
     masks and pasted at random places on a random solid colour (MuDI's Seg-Mix), so no concept is tied to the
-    place it had in the photo; with `replace_full_loss` such a sample's loss covers the whole picture, as MuDI
-    trains its composites (the plain colour, with nothing else on it, is learned too). `degrade_noise` adds
-    Gaussian noise of that standard deviation (pixels in [-1, 1]) outside the chosen masks, fading as
-    (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic masked degradation), so what lies
-    around a concept is not learned as part of it; a sample learned whole is not degraded (its loss would learn
-    the noise).
+    place it had in the photo (`replace_places="scene"`: each onto the place of one of the photo's concepts,
+    itself or another, drawn at random, so objects stand where objects stood). With `replace_full_loss` such a
+    sample's loss covers the whole picture, as MuDI trains its composites (the plain colour, with nothing else
+    on it, is learned too). `degrade_noise` adds Gaussian noise of that standard deviation (pixels in [-1, 1])
+    outside the chosen masks, fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic
+    masked degradation), so what lies around a concept is not learned as part of it; a sample learned whole is
+    not degraded (its loss would learn the noise).
     `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
     """
 
@@ -58,7 +62,9 @@ class UnionSamplingDataset(Dataset):
         degrade_noise: float = 0.0,
         degrade_power: float = 1.0,
         replace_full_loss: bool = False,
+        replace_places: Literal["random", "scene"] = "random",
     ):
+        check_replace_places(replace_places)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         for photo in self.photos:
             if len(token_names) != photo.masks.shape[0]:
@@ -78,7 +84,7 @@ class UnionSamplingDataset(Dataset):
         self.solid_background = solid_background
         self.token_lengths = token_lengths
         self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
-        self.replace_full_loss = replace_full_loss
+        self.replace_full_loss, self.replace_places = replace_full_loss, replace_places
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -102,7 +108,9 @@ class UnionSamplingDataset(Dataset):
             union = masks.amax(dim=0, keepdim=True)
             image = image * union + colour * (1 - union)
         if self.replace_p > 0 and float(torch.rand(1, generator=generator)) < self.replace_p:
-            image, masks = replace_concepts(image, masks, generator)
+            places = [box_centre(self.photos[p].masks[i] > 0) for i in shown] \
+                if self.replace_places == "scene" else None
+            image, masks = replace_concepts(image, masks, generator, places)
             redrawn, whole = True, self.replace_full_loss
         if self.degrade_noise > 0 and not whole:  # noise outside the masks, unless the loss learns it there
             progress = (self.offset + index) / max(self.length, 1)
@@ -134,35 +142,64 @@ class UnionSamplingDataset(Dataset):
         return item
 
 
-def _translation(mask: torch.Tensor, generator: torch.Generator) -> tuple[int, int]:
-    """A random (dy, dx) that keeps the mask's bounding box inside the picture."""
+def check_replace_places(places: str) -> None:
+    if places not in ("random", "scene"):
+        raise UserInputError(f"data.loader.replace_places={places} is not a choice: use random or scene.")
+
+
+def _bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """The (dy, dx) range that keeps the mask's bounding box inside the picture: low_y, high_y, low_x, high_x."""
     rows, cols = mask.amax(dim=1).nonzero().flatten(), mask.amax(dim=0).nonzero().flatten()
     side_y, side_x = mask.shape
-    low_y, high_y = -int(rows[0]), side_y - 1 - int(rows[-1])
-    low_x, high_x = -int(cols[0]), side_x - 1 - int(cols[-1])
+    return -int(rows[0]), side_y - 1 - int(rows[-1]), -int(cols[0]), side_x - 1 - int(cols[-1])
+
+
+def _translation(mask: torch.Tensor, generator: torch.Generator) -> tuple[int, int]:
+    """A random (dy, dx) that keeps the mask's bounding box inside the picture."""
+    low_y, high_y, low_x, high_x = _bounds(mask)
     dy = int(torch.randint(low_y, high_y + 1, (1,), generator=generator))
     dx = int(torch.randint(low_x, high_x + 1, (1,), generator=generator))
     return dy, dx
 
 
+def box_centre(mask: torch.Tensor) -> tuple[int, int]:
+    """The (y, x) centre of the mask's bounding box, rounded down."""
+    rows, cols = mask.amax(dim=1).nonzero().flatten(), mask.amax(dim=0).nonzero().flatten()
+    return (int(rows[0]) + int(rows[-1])) // 2, (int(cols[0]) + int(cols[-1])) // 2
+
+
+def _translation_to(mask: torch.Tensor, place: tuple[int, int]) -> tuple[int, int]:
+    """The (dy, dx) that brings the mask's box centre to `place`, as near as the picture's edges allow."""
+    low_y, high_y, low_x, high_x = _bounds(mask)
+    y, x = box_centre(mask)
+    return min(max(place[0] - y, low_y), high_y), min(max(place[1] - x, low_x), high_x)
+
+
 def replace_concepts(image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
-                     tries: int = 20, max_overlap: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The concepts `masks` (k, R, R) cut out of `image` (3, R, R) and pasted, in order, at random places on a
-    random solid colour. Each place is drawn up to `tries` times until the concept overlaps those already
-    pasted by at most `max_overlap` of its area; a later concept covers an earlier one, whose mask loses what
-    is covered. Returns the new image and masks."""
+                     places: list[tuple[int, int]] | None = None, tries: int = 20,
+                     max_overlap: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concepts `masks` (k, R, R) cut out of `image` (3, R, R) and pasted, in order, on a random solid colour:
+    at random places, each drawn up to `tries` times until the concept overlaps those already pasted by at most
+    `max_overlap` of its area; or, given `places` ((y, x) centres, at least k), each centred on a different one
+    of them drawn at random. A later concept covers an earlier one, whose mask loses what is covered. Returns the
+    new image and masks."""
     colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
     canvas = colour.expand_as(image).clone()
     placed = torch.zeros_like(masks)
+    order = torch.randperm(len(places), generator=generator).tolist() if places is not None else []
     for j, mask in enumerate(masks):
         if not bool((mask > 0).any()):
             continue
-        for _ in range(tries):
-            dy, dx = _translation(mask > 0, generator)
+        if places is not None:
+            dy, dx = _translation_to(mask > 0, places[order[j]])
             moved = mask.roll((dy, dx), dims=(0, 1))
-            taken = placed[:j].amax(dim=0) if j else torch.zeros_like(mask)
-            if float((moved * taken).sum()) <= max_overlap * float(mask.sum()):
-                break
+        else:
+            for _ in range(tries):
+                dy, dx = _translation(mask > 0, generator)
+                moved = mask.roll((dy, dx), dims=(0, 1))
+                taken = placed[:j].amax(dim=0) if j else torch.zeros_like(mask)
+                if float((moved * taken).sum()) <= max_overlap * float(mask.sum()):
+                    break
         cut = image.roll((dy, dx), dims=(1, 2))
         canvas = canvas * (1 - moved) + cut * moved
         placed[:j] = placed[:j] * (1 - moved)
@@ -230,8 +267,10 @@ class UnionSamplingDataModule(L.LightningDataModule):
         degrade_noise: float = 0.0,
         degrade_power: float = 1.0,
         replace_full_loss: bool = False,
+        replace_places: Literal["random", "scene"] = "random",
     ):
         super().__init__()
+        check_replace_places(replace_places)  # before the model loads
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         self.dataset_kwargs = dict(
             scene=scene, tokenizers=tokenizers, token_lengths=token_lengths, token_names=token_names,
@@ -239,7 +278,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
             union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
             replace_p=replace_p, degrade_noise=degrade_noise, degrade_power=degrade_power,
-            replace_full_loss=replace_full_loss,
+            replace_full_loss=replace_full_loss, replace_places=replace_places,
         )
         self.total_steps = total_steps
         self.batch_size = batch_size

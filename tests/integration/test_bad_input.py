@@ -54,6 +54,8 @@ def bad(case: str, scene_dir, tmp_path) -> list[str]:
         return ["callbacks.phase_switch=null"]
     elif case == "ema_without_masked_loss":
         return ["variant=ema_teacher", "method.masked_loss=false"]
+    elif case == "replace_places":
+        return ["data.loader.replace_places=slots"]
     elif case == "ema_decay":
         return ["variant=ema_teacher", "method.ema_decay=1.0"]
     elif case == "unquoted_value":
@@ -84,6 +86,7 @@ CASES = {
     "ema_without_masked_loss": "method.lambda_ema_teacher splits the masked loss by concept: it needs "
                                "method.masked_loss=true",
     "ema_decay": "method.ema_decay=1.0 must be in [0, 1)",
+    "replace_places": "data.loader.replace_places=slots is not a choice: use random or scene.",
     "unquoted_value": "cannot read the override 'data.prior_preservation.class_prompt=a photo (at the beach)'",
 }
 

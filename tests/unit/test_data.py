@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
-from break_a_scene.data import UnionSamplingDataset, collate_union_samples, replace_concepts
+from break_a_scene.data import UnionSamplingDataset, box_centre, collate_union_samples, replace_concepts
 from break_a_scene.scene import SceneTensors
 
 NAMES = ["<asset0>", "<asset1>", "<asset2>"]
@@ -233,6 +233,28 @@ def test_replace_concepts_keeps_every_mask_inside_and_overlaps_small():
         assert int((new_masks[1] > 0).sum()) == 16  # the last one pasted is never covered: whole, inside
         assert int((new_masks[0] > 0).sum()) >= 16 - 1  # covered by at most 10% of its area (1.6 px)
 
+
+
+def test_replace_concepts_onto_the_scene_places_swaps_them():
+    side = 16
+    image = torch.linspace(-1, 1, side * side).reshape(1, side, side).expand(3, side, side).clone()
+    masks = torch.zeros(2, side, side)
+    masks[0, 2:5, 1:4] = 1  # a 3x3 block centred at (3, 2)
+    masks[1, 10:12, 8:14] = 1  # a 2x6 bar centred at (10, 10)
+    places = [box_centre(m) for m in masks]
+    assert places == [(3, 2), (10, 10)]
+    generator = torch.Generator().manual_seed(0)
+    centres = set()
+    for _ in range(20):
+        new_image, new_masks = replace_concepts(image, masks, generator, places)
+        found = [box_centre(m > 0) for m in new_masks]
+        assert sorted(found) == sorted(places)  # each concept centred on one of the places, none shared
+        centres.add(tuple(found))
+        for j in range(2):
+            kept = new_masks[j] > 0
+            (y, x), (y0, x0) = kept.nonzero()[0].tolist(), (masks[j] > 0).nonzero()[0].tolist()
+            assert torch.equal(new_image[:, kept], image.roll((y - y0, x - x0), dims=(1, 2))[:, kept])
+    assert len(centres) == 2  # both orders drawn: kept, and swapped
 
 def test_replaced_samples_are_drawn_anew_and_plain_ones_draw_as_before(tokenizer):
     plain = dataset(tokenizer, length=40)
