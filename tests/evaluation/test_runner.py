@@ -105,3 +105,20 @@ def test_paper_world_metrics_on_the_tiny_model(tmp_path, scene_dir):
     summary = json.loads((trial / "summary.json").read_text())
     mean = sum(float(r["prompt_similarity"]) for r in rows) / 6
     assert math.isclose(summary["prompt_similarity"], mean, rel_tol=1e-6)
+
+
+def test_a_trial_lock_goes_with_its_work_however_it_ends(tmp_path):
+    import pytest
+
+    from break_a_scene.evaluation.runner import LOCK_FILE, TrialBusy, trial_lock
+
+    trial = tmp_path / "method" / "scene" / "seed_0"
+    with pytest.raises(RuntimeError, match="crashed"):
+        with trial_lock(trial):
+            assert (trial / LOCK_FILE).read_text().startswith(f"pid {os.getpid()} on ")
+            with pytest.raises(TrialBusy, match="is held by another runner"):  # not even by the same process
+                with trial_lock(trial):
+                    pass
+            assert (trial / LOCK_FILE).is_file()  # the refused one leaves the holder's lock alone
+            raise RuntimeError("crashed")
+    assert not (trial / LOCK_FILE).exists()
