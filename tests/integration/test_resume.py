@@ -81,6 +81,7 @@ def test_checkpoints_keep_the_frozen_rows_bit_identical(tmp_path, scene_dir):
         assert rows.shape == (2, initial.shape[1]) and not torch.equal(rows, base[49408:])
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_ema_teacher_run_exports_the_same_weights(tmp_path):
     """The teacher's weights travel in the phase-2 checkpoint: without them the resumed run's preservation
     loss would pull toward a different teacher and the weights would differ."""

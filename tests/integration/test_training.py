@@ -288,7 +288,7 @@ class RecordProcessors(L.Callback):
             self.teacher = {type(p).__name__ for p in module.ema_teacher.model.attn_processors.values()}
 
 
-@pytest.mark.parametrize("model", ["tiny_sd3", "tiny_flux"])
+@pytest.mark.parametrize("model", ["tiny_sd3", pytest.param("tiny_flux", marks=pytest.mark.slow)])
 def test_ema_teacher_on_mm_dit_families(tmp_path, scene_dir, model):
     cfg = compose_config("train", [*FAST, f"model={model}", f"data.scene.folder={scene_dir}",
                                    "data.initializer_words=[red,blue]", "variant=ema_teacher"], tmp_path)
