@@ -270,7 +270,6 @@ class UnionSamplingDataModule(L.LightningDataModule):
         replace_places: Literal["random", "scene"] = "random",
     ):
         super().__init__()
-        check_replace_places(replace_places)  # before the model loads
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         self.dataset_kwargs = dict(
             scene=scene, tokenizers=tokenizers, token_lengths=token_lengths, token_names=token_names,
