@@ -10,7 +10,15 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install demo demo-photo test test-slow bench gpu-check lint clean reproduce-toy reproduce-paper
 
+# On x86_64 pip takes torch's CUDA build (about 6 GB in the venv): with less free disk, stop in one line before pip
+# fills it (a CI machine once had too little).
+NEED_GB ?= 7
 $(BIN)/.installed: pyproject.toml
+	@$(BIN)/python -c 'import torch' 2>/dev/null || { where=$(VENV); \
+	  while [ ! -d "$$where" ]; do where=$$(dirname "$$where"); done; \
+	  free_gb=$$(df -Pk "$$where" | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free_gb" -lt $(NEED_GB) ]; then \
+	    echo "make install: the venv ($(VENV)) needs about $(NEED_GB) GB with torch and $$free_gb GB are free there: free some disk or set VENV=<a folder on a larger disk>" >&2; exit 1; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PINS)
