@@ -34,10 +34,12 @@ class UnionSamplingDataset(Dataset):
     place it had in the photo (`replace_places="scene"`: each onto the place of one of the photo's concepts,
     itself or another, drawn at random, so objects stand where objects stood). With `replace_full_loss` such a
     sample's loss covers the whole picture, as MuDI trains its composites (the plain colour, with nothing else
-    on it, is learned too). `degrade_noise` adds Gaussian noise of that standard deviation (pixels in [-1, 1])
-    outside the chosen masks, fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic
-    masked degradation), so what lies around a concept is not learned as part of it; a sample learned whole is
-    not degraded (its loss would learn the noise).
+    on it, is learned too). Samples before global index `replace_from` are drawn as without re-placement (phase 1
+    as the method's own with `replace_from` at its end); the later ones as with it from the start.
+    `degrade_noise` adds Gaussian noise of that standard deviation (pixels in [-1, 1]) outside the chosen masks,
+    fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic masked degradation), so what
+    lies around a concept is not learned as part of it; a sample learned whole is not degraded (its loss would
+    learn the noise).
     `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
     """
 
@@ -63,6 +65,7 @@ class UnionSamplingDataset(Dataset):
         degrade_power: float = 1.0,
         replace_full_loss: bool = False,
         replace_places: Literal["random", "scene"] = "random",
+        replace_from: int = 0,
     ):
         check_replace_places(replace_places)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
@@ -84,7 +87,7 @@ class UnionSamplingDataset(Dataset):
         self.solid_background = solid_background
         self.token_lengths = token_lengths
         self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
-        self.replace_full_loss, self.replace_places = replace_full_loss, replace_places
+        self.replace_full_loss, self.replace_places, self.replace_from = replace_full_loss, replace_places, replace_from
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -107,7 +110,8 @@ class UnionSamplingDataset(Dataset):
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             union = masks.amax(dim=0, keepdim=True)
             image = image * union + colour * (1 - union)
-        if self.replace_p > 0 and float(torch.rand(1, generator=generator)) < self.replace_p:
+        allowed = self.replace_p > 0 and self.offset + index >= self.replace_from
+        if allowed and float(torch.rand(1, generator=generator)) < self.replace_p:
             places = [box_centre(self.photos[p].masks[i] > 0) for i in shown] \
                 if self.replace_places == "scene" else None
             image, masks = replace_concepts(image, masks, generator, places)
@@ -140,6 +144,12 @@ class UnionSamplingDataset(Dataset):
             item["class_input_ids"] = self.class_input_ids
             item["class_latent_key"] = f"class_{index % len(self.class_images)}"
         return item
+
+
+def check_replace_from_step(step: object) -> None:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserInputError(f"data.loader.replace_from_step={step} must be a whole number of steps, 0 or more "
+                             f"(0: re-place from the start; ${{method.phase1_steps}}: in phase 2 only).")
 
 
 def check_replace_places(places: str) -> None:
@@ -268,8 +278,10 @@ class UnionSamplingDataModule(L.LightningDataModule):
         degrade_power: float = 1.0,
         replace_full_loss: bool = False,
         replace_places: Literal["random", "scene"] = "random",
+        replace_from_step: int = 0,
     ):
         super().__init__()
+        check_replace_from_step(replace_from_step)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         self.dataset_kwargs = dict(
             scene=scene, tokenizers=tokenizers, token_lengths=token_lengths, token_names=token_names,
@@ -280,6 +292,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
             replace_full_loss=replace_full_loss, replace_places=replace_places,
         )
         self.total_steps = total_steps
+        self.replace_from_step = replace_from_step
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.dataset: UnionSamplingDataset | None = None
@@ -296,7 +309,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         done = self.trainer.global_step if self.trainer is not None else 0
         self.dataset = UnionSamplingDataset(
             length=max(self.total_steps, 1) * self._samples_per_step(), offset=done * self._samples_per_step(),
-            **self.dataset_kwargs,
+            replace_from=self.replace_from_step * self._samples_per_step(), **self.dataset_kwargs,
         )
         return DataLoader(
             self.dataset,

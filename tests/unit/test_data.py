@@ -267,6 +267,18 @@ def test_replaced_samples_are_drawn_anew_and_plain_ones_draw_as_before(tokenizer
     assert [plain[i]["noise_seed"] for i in range(40)] == [off[i]["noise_seed"] for i in range(40)]
 
 
+def test_replacement_from_a_step_leaves_the_samples_before_it_as_the_method_draws_them(tokenizer):
+    plain = dataset(tokenizer, length=40)
+    half = dataset(tokenizer, length=40, replace_p=0.5, replace_full_loss=True)
+    late = dataset(tokenizer, length=40, replace_p=0.5, replace_full_loss=True, replace_from=20)
+    for i in range(40):
+        same = plain[i] if i < 20 else half[i]
+        assert torch.equal(late[i]["pixel_values"], same["pixel_values"])
+        assert torch.equal(late[i]["loss_region"], same["loss_region"])
+        assert late[i]["noise_seed"] == same["noise_seed"]
+    assert sum(half[i]["latent_key"] is None for i in range(20)) > 0  # the first 20 would have had re-placements
+    assert sum(late[i]["latent_key"] is None for i in range(20, 40)) > 0
+
 
 def test_full_loss_covers_the_whole_picture_of_replaced_samples_only(tokenizer):
     masked = dataset(tokenizer, length=40, replace_p=0.5)
