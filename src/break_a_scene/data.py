@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import CLIPTokenizer
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.scene import SceneTensors
+from break_a_scene.scene import SceneTensors, mask_box
 from break_a_scene.tokens import tokenize_all
 
 
@@ -159,9 +159,9 @@ def check_replace_places(places: str) -> None:
 
 def _bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
     """The (dy, dx) range that keeps the mask's bounding box inside the picture: low_y, high_y, low_x, high_x."""
-    rows, cols = mask.amax(dim=1).nonzero().flatten(), mask.amax(dim=0).nonzero().flatten()
+    x0, y0, x1, y1 = mask_box(mask)
     side_y, side_x = mask.shape
-    return -int(rows[0]), side_y - 1 - int(rows[-1]), -int(cols[0]), side_x - 1 - int(cols[-1])
+    return -y0, side_y - y1, -x0, side_x - x1
 
 
 def _translation(mask: torch.Tensor, generator: torch.Generator) -> tuple[int, int]:
@@ -173,9 +173,9 @@ def _translation(mask: torch.Tensor, generator: torch.Generator) -> tuple[int, i
 
 
 def box_centre(mask: torch.Tensor) -> tuple[int, int]:
-    """The (y, x) centre of the mask's bounding box, rounded down."""
-    rows, cols = mask.amax(dim=1).nonzero().flatten(), mask.amax(dim=0).nonzero().flatten()
-    return (int(rows[0]) + int(rows[-1])) // 2, (int(cols[0]) + int(cols[-1])) // 2
+    """The (y, x) centre of the mask's bounding box (its first and last pixels' midpoint), rounded down."""
+    x0, y0, x1, y1 = mask_box(mask)
+    return (y0 + y1 - 1) // 2, (x0 + x1 - 1) // 2
 
 
 def _translation_to(mask: torch.Tensor, place: tuple[int, int]) -> tuple[int, int]:

@@ -90,6 +90,14 @@ class SceneTensors:
             self.present = torch.ones(self.masks.shape[0], dtype=torch.bool)
 
 
+def mask_box(mask: torch.Tensor) -> list[int]:
+    """(H, W) mask (> 0.5 counts; a bool mask as is) -> its bounding box [x0, y0, x1, y1], end-exclusive (a
+    detector's box): what re-placement moves and what identity metrics crop."""
+    inside = mask > 0.5
+    rows, cols = inside.any(dim=1).nonzero().flatten(), inside.any(dim=0).nonzero().flatten()
+    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+
+
 def read_mask(image: Image.Image, channel: str = "auto",
               setting: str = TRAINING_KEYS.mask_channel) -> tuple[np.ndarray, str]:
     """The mask in [0, 1] and which channel it was read from.

@@ -15,9 +15,9 @@ from break_a_scene.evaluation.metrics import (
     MeanScore,
     PromptSimilarity,
     black_outside,
-    box_of,
     crop,
 )
+from break_a_scene.scene import mask_box
 
 from .encoders_tiny import save_tiny_clip, save_tiny_dino
 
@@ -191,12 +191,12 @@ def test_masked_references_take_each_concept_from_the_first_photo_that_shows_it(
     assert references[1, :, :2].eq(0.75).all() and references[1, :, 2:].eq(0).all()  # concept 1: photo 1
 
 
-def test_box_of_and_crop_by_hand():
+def test_mask_box_and_crop_by_hand():
     mask = torch.zeros(10, 12)
     mask[2:5, 3:9] = 1
-    assert box_of(mask) == [3, 2, 9, 5]
+    assert mask_box(mask) == [3, 2, 9, 5]
     image = torch.arange(3 * 10 * 12, dtype=torch.float32).reshape(3, 10, 12)
-    assert torch.equal(crop(image, box_of(mask)), image[:, 2:5, 3:9])
+    assert torch.equal(crop(image, mask_box(mask)), image[:, 2:5, 3:9])
     assert torch.equal(crop(image, [2.6, 1.2, 4.1, 1.9]), image[:, 1:2, 2:5])  # outwards, at least one pixel
     assert torch.equal(crop(image, [12.0, 10.0, 12.0, 10.0]), image[:, 9:10, 11:12])  # a box on the far edge
 

@@ -114,12 +114,6 @@ class DreamSimIdentity(MaskedConceptSimilarity):
     """Identity as MagicTailor reports DreamSim: `MaskedConceptSimilarity` under DreamSim (1 - its distance)."""
 
 
-def box_of(mask: torch.Tensor) -> list[int]:
-    """(H, W) mask (> 0.5 counts) -> its bounding box [x0, y0, x1, y1], end-exclusive."""
-    rows, cols = (mask > 0.5).any(dim=1).nonzero().flatten(), (mask > 0.5).any(dim=0).nonzero().flatten()
-    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
-
-
 def crop(image: torch.Tensor, box) -> torch.Tensor:
     """image (3, H, W) cut to box [x0, y0, x1, y1] (pixels, floats rounded outwards), at least 1 x 1 and inside."""
     height, width = image.shape[-2:]

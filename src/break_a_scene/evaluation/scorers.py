@@ -23,12 +23,11 @@ from break_a_scene.evaluation.metrics import (
     MeanScore,
     PromptSimilarity,
     black_outside,
-    box_of,
     crop,
 )
 from break_a_scene.evaluation.prompts import EvalPrompt
 from break_a_scene.evaluation.segmenters import Generated
-from break_a_scene.scene import SceneTensors
+from break_a_scene.scene import SceneTensors, mask_box
 
 
 def first_sightings(photos: list[SceneTensors]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -47,7 +46,7 @@ def masked_references(photos: list[SceneTensors]) -> torch.Tensor:
 
 def reference_crops(photos: list[SceneTensors]) -> list[torch.Tensor]:
     """Each concept's box in the input image: (3, h, w) in [0, 1]."""
-    return [crop(image, box_of(mask)) for image, mask in first_sightings(photos)]
+    return [crop(image, mask_box(mask)) for image, mask in first_sightings(photos)]
 
 
 class PaperScorer:
