@@ -30,6 +30,18 @@ def resize_masks(masks: torch.Tensor, size: int, mode: MaskDownsampling = "neare
     return small.reshape(*lead, size, size)
 
 
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalization: MaskNormalization,
+                dims: tuple[int, ...]) -> torch.Tensor:
+    """((pred - target) * mask)^2 averaged over `dims`: over every element ("none") or over the masked ones
+    ("area"); `mask` broadcasts over the channels."""
+    squared = ((pred.float() - target.float()) * mask) ** 2
+    if normalization == "none":
+        return squared.mean(dim=dims)
+    if normalization == "area":
+        return squared.sum(dim=dims) / mask.float().expand_as(squared).sum(dim=dims).clamp(min=1.0)
+    raise ValueError(f"unknown mask normalization {normalization!r}; use 'none' or 'area'")
+
+
 def masked_diffusion_loss(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalization: MaskNormalization = "none"
 ) -> torch.Tensor:
@@ -40,13 +52,7 @@ def masked_diffusion_loss(
     concept contributes little. "area" (Custom-Diffusion style): the same sum divided by C times the
     mask's area, i.e. the mean over masked elements only.
     """
-    squared = ((pred.float() - target.float()) * mask) ** 2
-    if normalization == "none":
-        return squared.mean()
-    if normalization == "area":
-        area = mask.expand_as(squared).sum().clamp(min=1.0)
-        return squared.sum() / area
-    raise ValueError(f"unknown mask normalization {normalization!r}; use 'none' or 'area'")
+    return _masked_mse(pred, target, mask, normalization, dims=(0, 1, 2, 3))
 
 
 def concept_losses(
@@ -54,13 +60,7 @@ def concept_losses(
 ) -> torch.Tensor:
     """`masked_diffusion_loss` of each sampled concept alone, on its own mask: pred, target (B, C, h, w), masks
     (B, K, h, w) -> (B, K); 0 for padding (an empty mask)."""
-    squared = (pred.float() - target.float()).pow(2).unsqueeze(1) * masks.unsqueeze(2).float()  # (B, K, C, h, w)
-    if normalization == "none":
-        return squared.mean(dim=(2, 3, 4))
-    if normalization == "area":
-        area = masks.float().sum(dim=(2, 3)) * pred.shape[1]
-        return squared.sum(dim=(2, 3, 4)) / area.clamp(min=1.0)
-    raise ValueError(f"unknown mask normalization {normalization!r}; use 'none' or 'area'")
+    return _masked_mse(pred.unsqueeze(1), target.unsqueeze(1), masks.unsqueeze(2), normalization, dims=(2, 3, 4))
 
 
 def hardest_and_others(losses: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
