@@ -79,6 +79,18 @@ def test_identity_of_the_input_concept_itself_is_one(dino):
     assert (crossed < 0.999).all()
 
 
+def test_similarity_takes_the_callers_embeddings_of_its_references_as_they_are(dino):
+    images = _images(2)
+    mask = torch.zeros(32, 32)
+    mask[4:20, 6:30] = 1
+    references = torch.stack([black_outside(images[0], mask), black_outside(images[1], mask)])
+    swapped = dino.embed_images(references).flip(0)  # concept 0's row is concept 1's embedding
+    metric = IdentitySimilarity(dino, references, embedded=swapped)
+    assert metric.reference_embeddings is swapped  # not embedded again
+    scores = metric.scores(images, [[mask], [mask]], [[1], [0]])
+    assert torch.allclose(scores, torch.ones(2, dtype=torch.float64), atol=1e-5)
+
+
 def test_identity_missing_and_aggregate_policies(dino):
     images = _images(1)
     mask = torch.zeros(32, 32)

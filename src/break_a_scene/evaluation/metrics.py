@@ -82,12 +82,13 @@ class MaskedConceptSimilarity(MeanScore):
     """Cosine between the masked input concept and the masked generated concept under `encoder`."""
 
     def __init__(self, encoder, references: torch.Tensor, missing: Literal["zero", "skip"] = "zero",
-                 aggregate: Literal["mean", "min"] = "mean", **kwargs):
-        """references (N, 3, H, W): each concept's input picture black outside its mask, embedded once here."""
+                 aggregate: Literal["mean", "min"] = "mean", embedded: torch.Tensor | None = None, **kwargs):
+        """references (N, 3, H, W): each concept's input picture black outside its mask, embedded once here,
+        or `embedded` (N, D), their embeddings under `encoder` where the caller has them already."""
         super().__init__(**kwargs)
         _check_policies(missing, aggregate)
         self.encoder, self.missing, self.aggregate = encoder, missing, aggregate
-        self.reference_embeddings = encoder.embed_images(references)
+        self.reference_embeddings = encoder.embed_images(references) if embedded is None else embedded
 
     def scores(self, images: torch.Tensor, masks: Masks, concepts: list[list[int]]) -> torch.Tensor:
         """images (B, 3, H, W); masks[b][j]: the mask of concept concepts[b][j] in image b, or None."""

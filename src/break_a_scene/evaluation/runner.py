@@ -104,7 +104,9 @@ def _scorer(cfg: DictConfig, folder: str, photos: list[SceneTensors], tokens: li
         for i, entry in enumerate(read_index(cfg.benchmark.root)):
             if i == int(cfg.benchmark.scene_index):
                 offset = sum(scene[0].masks.shape[0] for scene in gallery)
-            gallery.append(_scene_photos(Path(cfg.benchmark.root) / entry["name"], photos[0].image.shape[-1]))
+                gallery.append(photos)
+            else:
+                gallery.append(_scene_photos(Path(cfg.benchmark.root) / entry["name"], photos[0].image.shape[-1]))
     return build_paper_scorer(cfg.evaluation, photos, tokens, class_names, gallery, offset)
 
 

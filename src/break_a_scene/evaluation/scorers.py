@@ -65,7 +65,8 @@ class PaperScorer:
         self.metrics: dict[str, MeanScore] = {
             "prompt_similarity": PromptSimilarity(clip),
             "identity_similarity": IdentitySimilarity(dino, references, missing, aggregate),
-            "clip_i": ImageSimilarity(clip, references, missing, aggregate),
+            # the gallery holds this scene's references under CLIP at gallery_ids: not embedded twice
+            "clip_i": ImageSimilarity(clip, references, missing, aggregate, embedded=gallery[gallery_ids]),
             **{f"concept_acc{k}": ConceptAccuracy(clip, gallery, k) for k in accuracy_k},
         }
         if dreamsim is not None:
@@ -159,7 +160,7 @@ def check_paper_weights(cfg: DictConfig) -> None:
 def build_paper_scorer(cfg: DictConfig, scene: list[SceneTensors], tokens: list[str], class_names: list[str],
                        gallery_scenes: list[list[SceneTensors]], scene_offset: int) -> PaperScorer:
     """Load the encoders and segmenter the config names; the concept-accuracy gallery is every concept of
-    `gallery_scenes` (the whole benchmark), this scene's concepts starting at `scene_offset`."""
+    `gallery_scenes` (the whole benchmark), this scene's concepts (`scene` itself) starting at `scene_offset`."""
     clip = instantiate(cfg.clip)
     dino = instantiate(cfg.dino)
     segmenter = instantiate(cfg.segmenter)
