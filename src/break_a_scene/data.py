@@ -34,8 +34,10 @@ class UnionSamplingDataset(Dataset):
     place it had in the photo (`replace_places="scene"`: each onto the place of one of the photo's concepts,
     itself or another, drawn at random, so objects stand where objects stood). With `replace_full_loss` such a
     sample's loss covers the whole picture, as MuDI trains its composites (the plain colour, with nothing else
-    on it, is learned too). Samples before global index `replace_from` are drawn as without re-placement (phase 1
-    as the method's own with `replace_from` at its end); the later ones as with it from the start.
+    on it, is learned too); with `replace_origin_loss` it covers the moved concepts and the places they left
+    (now the plain colour), so the model learns that a concept that moved leaves its place empty. Samples
+    before global index `replace_from` are drawn as without re-placement (phase 1 as the method's own with
+    `replace_from` at its end); the later ones as with it from the start.
     `degrade_noise` adds Gaussian noise of that standard deviation (pixels in [-1, 1]) outside the chosen masks,
     fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic masked degradation), so what
     lies around a concept is not learned as part of it; a sample learned whole is not degraded (its loss would
@@ -66,6 +68,7 @@ class UnionSamplingDataset(Dataset):
         replace_full_loss: bool = False,
         replace_places: Literal["random", "scene"] = "random",
         replace_from: int = 0,
+        replace_origin_loss: bool = False,
     ):
         check_replace_places(replace_places)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
@@ -88,6 +91,7 @@ class UnionSamplingDataset(Dataset):
         self.token_lengths = token_lengths
         self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
         self.replace_full_loss, self.replace_places, self.replace_from = replace_full_loss, replace_places, replace_from
+        self.replace_origin_loss = replace_origin_loss
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -106,6 +110,7 @@ class UnionSamplingDataset(Dataset):
         image, masks = self.photos[p].image, self.photos[p].masks[chosen]
         redrawn = self.solid_background
         whole = False  # the loss covers the whole picture, not only the chosen masks
+        region = masks.amax(dim=0, keepdim=True)  # where the loss looks, unless whole
         if self.solid_background:
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             union = masks.amax(dim=0, keepdim=True)
@@ -116,6 +121,8 @@ class UnionSamplingDataset(Dataset):
                 if self.replace_places == "scene" else None
             image, masks = replace_concepts(image, masks, generator, places)
             redrawn, whole = True, self.replace_full_loss
+            moved = masks.amax(dim=0, keepdim=True)
+            region = torch.maximum(region, moved) if self.replace_origin_loss else moved
         if self.degrade_noise > 0 and not whole:  # noise outside the masks, unless the loss learns it there
             progress = (self.offset + index) / max(self.length, 1)
             strength = self.degrade_noise * max(0.0, 1.0 - progress) ** self.degrade_power
@@ -125,11 +132,11 @@ class UnionSamplingDataset(Dataset):
             redrawn = True
         flipped = float(torch.rand(1, generator=generator)) < self.flip_p
         if flipped:
-            image, masks = image.flip(-1), masks.flip(-1)
+            image, masks, region = image.flip(-1), masks.flip(-1), region.flip(-1)
         item = {
             "pixel_values": image,  # (3, R, R)
             "masks": masks,  # (k, R, R), in prompt order
-            "loss_region": torch.ones_like(masks[:1]) if whole else masks.amax(dim=0, keepdim=True),  # (1, R, R)
+            "loss_region": torch.ones_like(region) if whole else region,  # (1, R, R)
             "token_ids": self.token_ids[chosen],  # (k,)
             "input_ids": tokenize_all(self.tokenizers, [prompt], self.token_lengths)[0],  # (E, T): each tokenizer
             "prompt": prompt,
@@ -279,6 +286,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         replace_full_loss: bool = False,
         replace_places: Literal["random", "scene"] = "random",
         replace_from_step: int = 0,
+        replace_origin_loss: bool = False,
     ):
         super().__init__()
         check_replace_from_step(replace_from_step)
@@ -290,6 +298,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
             replace_p=replace_p, degrade_noise=degrade_noise, degrade_power=degrade_power,
             replace_full_loss=replace_full_loss, replace_places=replace_places,
+            replace_origin_loss=replace_origin_loss,
         )
         self.total_steps = total_steps
         self.replace_from_step = replace_from_step

@@ -280,6 +280,24 @@ def test_replacement_from_a_step_leaves_the_samples_before_it_as_the_method_draw
     assert sum(late[i]["latent_key"] is None for i in range(20, 40)) > 0
 
 
+def test_origin_loss_covers_the_moved_concepts_and_the_places_they_left(tokenizer):
+    scene = asymmetric_scene()
+    masked = dataset(tokenizer, length=40, flip_p=0.0, replace_p=0.5)
+    origins = dataset(tokenizer, length=40, flip_p=0.0, replace_p=0.5, replace_origin_loss=True)
+    replaced, grown = 0, 0
+    for i in range(40):
+        a, b = masked[i], origins[i]
+        assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["masks"], b["masks"])
+        if b["latent_key"] is None:
+            replaced += 1
+            left = scene.masks[b["token_ids"] - 49408].amax(dim=0, keepdim=True)
+            assert torch.equal(b["loss_region"], torch.maximum(a["loss_region"], left))
+            grown += bool((b["loss_region"] > a["loss_region"]).any())  # a concept moved: its old place counts
+        else:
+            assert torch.equal(b["loss_region"], a["loss_region"])
+    assert replaced >= 10 and grown >= replaced // 2
+
+
 def test_full_loss_covers_the_whole_picture_of_replaced_samples_only(tokenizer):
     masked = dataset(tokenizer, length=40, replace_p=0.5)
     whole = dataset(tokenizer, length=40, replace_p=0.5, replace_full_loss=True)
