@@ -35,7 +35,8 @@ class UnionSamplingDataset(Dataset):
     itself or another, drawn at random, so objects stand where objects stood). With `replace_full_loss` such a
     sample's loss covers the whole picture, as MuDI trains its composites (the plain colour, with nothing else
     on it, is learned too); with `replace_origin_loss` it covers the moved concepts and the places they left
-    (now the plain colour), so the model learns that a concept that moved leaves its place empty. Samples
+    (now the plain colour), so the model learns that a concept that moved leaves its place empty. With
+    `replace_backdrop="photo"` the plain colour is the photo's own mean colour outside its masks. Samples
     before global index `replace_from` are drawn as without re-placement (phase 1 as the method's own with
     `replace_from` at its end); the later ones as with it from the start.
     `degrade_noise` adds Gaussian noise of that standard deviation (pixels in [-1, 1]) outside the chosen masks,
@@ -69,8 +70,10 @@ class UnionSamplingDataset(Dataset):
         replace_places: Literal["random", "scene"] = "random",
         replace_from: int = 0,
         replace_origin_loss: bool = False,
+        replace_backdrop: Literal["random", "photo"] = "random",
     ):
         check_replace_places(replace_places)
+        check_replace_backdrop(replace_backdrop)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         for photo in self.photos:
             if len(token_names) != photo.masks.shape[0]:
@@ -91,7 +94,8 @@ class UnionSamplingDataset(Dataset):
         self.token_lengths = token_lengths
         self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
         self.replace_full_loss, self.replace_places, self.replace_from = replace_full_loss, replace_places, replace_from
-        self.replace_origin_loss = replace_origin_loss
+        self.replace_origin_loss, self.replace_backdrop = replace_origin_loss, replace_backdrop
+        self.backdrops = [backdrop_colour(photo) for photo in self.photos]
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -119,7 +123,8 @@ class UnionSamplingDataset(Dataset):
         if allowed and float(torch.rand(1, generator=generator)) < self.replace_p:
             places = [box_centre(self.photos[p].masks[i] > 0) for i in shown] \
                 if self.replace_places == "scene" else None
-            image, masks = replace_concepts(image, masks, generator, places)
+            colour = self.backdrops[p] if self.replace_backdrop == "photo" else None
+            image, masks = replace_concepts(image, masks, generator, places, colour=colour)
             redrawn, whole = True, self.replace_full_loss
             moved = masks.amax(dim=0, keepdim=True)
             region = torch.maximum(region, moved) if self.replace_origin_loss else moved
@@ -159,9 +164,22 @@ def check_replace_from_step(step: object) -> None:
                              f"(0: re-place from the start; ${{method.phase1_steps}}: in phase 2 only).")
 
 
+def backdrop_colour(photo: SceneTensors) -> torch.Tensor:
+    """(3, 1, 1): the photo's mean colour outside all its masks (the whole photo's where they cover it all)."""
+    outside = 1 - photo.masks.amax(dim=0, keepdim=True)
+    if float(outside.sum()) == 0:
+        return photo.image.mean(dim=(1, 2), keepdim=True)
+    return (photo.image * outside).sum(dim=(1, 2), keepdim=True) / outside.sum()
+
+
 def check_replace_places(places: str) -> None:
     if places not in ("random", "scene"):
         raise UserInputError(f"data.loader.replace_places={places} is not a choice: use random or scene.")
+
+
+def check_replace_backdrop(backdrop: str) -> None:
+    if backdrop not in ("random", "photo"):
+        raise UserInputError(f"data.loader.replace_backdrop={backdrop} is not a choice: use random or photo.")
 
 
 def _bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
@@ -194,13 +212,14 @@ def _translation_to(mask: torch.Tensor, place: tuple[int, int]) -> tuple[int, in
 
 def replace_concepts(image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
                      places: list[tuple[int, int]] | None = None, tries: int = 20,
-                     max_overlap: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The concepts `masks` (k, R, R) cut out of `image` (3, R, R) and pasted, in order, on a random solid colour:
-    at random places, each drawn up to `tries` times until the concept overlaps those already pasted by at most
-    `max_overlap` of its area; or, given `places` ((y, x) centres, at least k), each centred on a different one
-    of them drawn at random. A later concept covers an earlier one, whose mask loses what is covered. Returns the
-    new image and masks."""
-    colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
+                     max_overlap: float = 0.1, colour: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concepts `masks` (k, R, R) cut out of `image` (3, R, R) and pasted, in order, on a solid colour (random,
+    or `colour` (3, 1, 1)): at random places, each drawn up to `tries` times until the concept overlaps those
+    already pasted by at most `max_overlap` of its area; or, given `places` ((y, x) centres, at least k), each
+    centred on a different one of them drawn at random. A later concept covers an earlier one, whose mask loses
+    what is covered. Returns the new image and masks."""
+    if colour is None:
+        colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
     canvas = colour.expand_as(image).clone()
     placed = torch.zeros_like(masks)
     order = torch.randperm(len(places), generator=generator).tolist() if places is not None else []
@@ -287,6 +306,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         replace_places: Literal["random", "scene"] = "random",
         replace_from_step: int = 0,
         replace_origin_loss: bool = False,
+        replace_backdrop: Literal["random", "photo"] = "random",
     ):
         super().__init__()
         check_replace_from_step(replace_from_step)
@@ -298,7 +318,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
             replace_p=replace_p, degrade_noise=degrade_noise, degrade_power=degrade_power,
             replace_full_loss=replace_full_loss, replace_places=replace_places,
-            replace_origin_loss=replace_origin_loss,
+            replace_origin_loss=replace_origin_loss, replace_backdrop=replace_backdrop,
         )
         self.total_steps = total_steps
         self.replace_from_step = replace_from_step

@@ -16,7 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from break_a_scene.checkpoints import check_checkpoint
-from break_a_scene.data import UnionSamplingDataModule, check_replace_from_step, check_replace_places
+from break_a_scene.data import (
+    UnionSamplingDataModule,
+    check_replace_backdrop,
+    check_replace_from_step,
+    check_replace_places,
+)
 from break_a_scene.errors import DiskFullError, UserInputError
 from break_a_scene.export import MANIFEST, check_export_target, check_lora_format
 from break_a_scene.families.base import ModelFamily
@@ -117,6 +122,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     check_steps(cfg.method)
     check_replace_places(cfg.data.loader.replace_places)
     check_replace_from_step(cfg.data.loader.replace_from_step)
+    check_replace_backdrop(cfg.data.loader.replace_backdrop)
     check_state_bits(cfg.optimizer.get("state_bits", 32))
     check_checkpoint(cfg.get("ckpt_path"), "bas-train with callbacks=checkpoint", PHASE_KEY)
     scene = _load_scene(cfg)

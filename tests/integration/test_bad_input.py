@@ -56,6 +56,8 @@ def bad(case: str, scene_dir, tmp_path) -> list[str]:
         return ["variant=ema_teacher", "method.masked_loss=false"]
     elif case == "replace_places":
         return ["data.loader.replace_places=slots"]
+    elif case == "replace_backdrop":
+        return ["data.loader.replace_backdrop=scene"]
     elif case == "replace_from_step":
         return ["data.loader.replace_from_step=-1"]
     elif case == "ema_decay":
@@ -89,6 +91,7 @@ CASES = {
                                "method.masked_loss=true",
     "ema_decay": "method.ema_decay=1.0 must be in [0, 1)",
     "replace_places": "data.loader.replace_places=slots is not a choice: use random or scene.",
+    "replace_backdrop": "data.loader.replace_backdrop=scene is not a choice: use random or photo.",
     "replace_from_step": "data.loader.replace_from_step=-1 must be a whole number of steps, 0 or more",
     "unquoted_value": "cannot read the override 'data.prior_preservation.class_prompt=a photo (at the beach)'",
 }

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
-from break_a_scene.data import UnionSamplingDataset, box_centre, collate_union_samples, replace_concepts
+from break_a_scene.data import (
+    UnionSamplingDataset,
+    backdrop_colour,
+    box_centre,
+    collate_union_samples,
+    replace_concepts,
+)
 from break_a_scene.scene import SceneTensors
 
 NAMES = ["<asset0>", "<asset1>", "<asset2>"]
@@ -296,6 +302,25 @@ def test_origin_loss_covers_the_moved_concepts_and_the_places_they_left(tokenize
         else:
             assert torch.equal(b["loss_region"], a["loss_region"])
     assert replaced >= 10 and grown >= replaced // 2
+
+
+def test_composites_on_the_photos_backdrop_colour(tokenizer):
+    # outside the three masks: rows 2-5 x columns 2-7 and rows 6-7 x columns 2-4 of the ramp -1 .. 1 (step 2/7):
+    # (4 x 12/7 + 2 x -3/7) / 30 pixels = 0.2
+    assert torch.allclose(backdrop_colour(asymmetric_scene()), torch.full((3, 1, 1), 0.2), atol=1e-6)
+    random_ = dataset(tokenizer, length=40, replace_p=0.5)
+    photo = dataset(tokenizer, length=40, replace_p=0.5, replace_backdrop="photo")
+    replaced = 0
+    for i in range(40):
+        item = photo[i]
+        if item["latent_key"] is None:
+            replaced += 1
+            outside = item["masks"].amax(dim=0) == 0
+            assert torch.allclose(item["pixel_values"][:, outside], torch.tensor(0.2), atol=1e-6)
+            assert not torch.allclose(random_[i]["pixel_values"][:, outside], torch.tensor(0.2), atol=1e-2)
+        else:
+            assert torch.equal(item["pixel_values"], random_[i]["pixel_values"])
+    assert replaced >= 10
 
 
 def test_full_loss_covers_the_whole_picture_of_replaced_samples_only(tokenizer):
