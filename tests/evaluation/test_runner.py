@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from break_a_scene.evaluation.benchmark_sets import build_toy_set, register_resolvers
@@ -121,4 +122,27 @@ def test_a_trial_lock_goes_with_its_work_however_it_ends(tmp_path):
                     pass
             assert (trial / LOCK_FILE).is_file()  # the refused one leaves the holder's lock alone
             raise RuntimeError("crashed")
+    assert not (trial / LOCK_FILE).exists()
+
+
+def test_a_trial_lock_goes_when_the_runner_is_terminated(tmp_path):
+    import signal
+
+    from break_a_scene.evaluation.runner import LOCK_FILE
+
+    trial = tmp_path / "seed_0"
+    held = tmp_path / "held"
+    code = ("import pathlib, time\n"
+            "from break_a_scene.evaluation.runner import trial_lock\n"
+            f"with trial_lock(pathlib.Path({str(trial)!r})):\n"
+            f"    pathlib.Path({str(held)!r}).touch()\n"
+            "    time.sleep(60)\n")
+    runner = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(600):
+        if held.exists() or runner.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert held.exists() and (trial / LOCK_FILE).is_file()
+    runner.send_signal(signal.SIGTERM)  # SLURM's preemption, a time limit, `kill`
+    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
     assert not (trial / LOCK_FILE).exists()

@@ -17,7 +17,9 @@ import csv
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -43,10 +45,29 @@ class TrialBusy(UserInputError):
     """Another runner holds the trial folder."""
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While held, SIGTERM (SLURM's preemption and time limit, `kill`) raises SystemExit, so `finally` blocks run;
+    Python's default would end the process at once. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def trial_lock(trial: Path):
     """Hold `trial` for this process: `.running` is created only where it does not exist (atomic, also on NFS),
-    names its holder, and is removed when the work ends, however it ends. A runner killed outright leaves it."""
+    names its holder, and is removed when the work ends, however it ends, SIGTERM included. A runner killed
+    outright (SIGKILL, a lost node) leaves it."""
     trial.mkdir(parents=True, exist_ok=True)
     lock = trial / LOCK_FILE
     try:
@@ -58,7 +79,8 @@ def trial_lock(trial: Path):
     with os.fdopen(fd, "w") as f:
         f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     try:
-        yield
+        with _sigterm_unwinds():
+            yield
     finally:
         lock.unlink(missing_ok=True)
 
