@@ -95,7 +95,7 @@ class UnionSamplingDataset(Dataset):
         self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
         self.replace_full_loss, self.replace_places, self.replace_from = replace_full_loss, replace_places, replace_from
         self.replace_origin_loss, self.replace_backdrop = replace_origin_loss, replace_backdrop
-        self.backdrops = [backdrop_colour(photo) for photo in self.photos]
+        self.backdrops = [backdrop_colour(photo) for photo in self.photos] if replace_backdrop == "photo" else None
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -117,13 +117,12 @@ class UnionSamplingDataset(Dataset):
         region = masks.amax(dim=0, keepdim=True)  # where the loss looks, unless whole
         if self.solid_background:
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
-            union = masks.amax(dim=0, keepdim=True)
-            image = image * union + colour * (1 - union)
+            image = image * region + colour * (1 - region)
         allowed = self.replace_p > 0 and self.offset + index >= self.replace_from
         if allowed and float(torch.rand(1, generator=generator)) < self.replace_p:
             places = [box_centre(self.photos[p].masks[i] > 0) for i in shown] \
                 if self.replace_places == "scene" else None
-            colour = self.backdrops[p] if self.replace_backdrop == "photo" else None
+            colour = self.backdrops[p] if self.backdrops is not None else None
             image, masks = replace_concepts(image, masks, generator, places, colour=colour)
             redrawn, whole = True, self.replace_full_loss
             moved = masks.amax(dim=0, keepdim=True)
