@@ -5,6 +5,7 @@ import torch
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.data import (
+    UnionSamplingDataModule,
     UnionSamplingDataset,
     backdrop_colour,
     box_centre,
@@ -284,6 +285,16 @@ def test_replacement_from_a_step_leaves_the_samples_before_it_as_the_method_draw
         assert late[i]["noise_seed"] == same["noise_seed"]
     assert sum(half[i]["latent_key"] is None for i in range(20)) > 0  # the first 20 would have had re-placements
     assert sum(late[i]["latent_key"] is None for i in range(20, 40)) > 0
+
+
+def test_the_datamodule_counts_the_replacement_start_in_samples(tokenizer):
+    module = UnionSamplingDataModule(asymmetric_scene(), [tokenizer], NAMES, [49408, 49409, 49410], total_steps=10,
+                                     batch_size=2, seed=1, replace_p=0.5, replace_full_loss=True, replace_from_step=3)
+    batches = list(module.train_dataloader())
+    assert module.dataset.replace_from == 6  # step 3 x 2 samples a step
+    late = dataset(tokenizer, length=20, replace_p=0.5, replace_full_loss=True, replace_from=6)
+    for step, batch in enumerate(batches):
+        assert torch.equal(batch["pixel_values"], torch.stack([late[2 * step + j]["pixel_values"] for j in (0, 1)]))
 
 
 def test_origin_loss_covers_the_moved_concepts_and_the_places_they_left(tokenizer):
