@@ -43,6 +43,10 @@ class UnionSamplingDataset(Dataset):
     fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic masked degradation), so what
     lies around a concept is not learned as part of it; a sample learned whole is not degraded (its loss would
     learn the noise).
+    With `layout_phrases` (n phrases, one for each of n equal vertical bands, left to right) each token in the
+    prompt is followed by the phrase of the band its mask's box centre lies in, read after re-placement and
+    flip ("a photo of <a> on the left and <b> on the right"): the caption says where each concept stands, so the
+    token does not learn its place as part of it.
     `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
     """
 
@@ -71,8 +75,10 @@ class UnionSamplingDataset(Dataset):
         replace_from: int = 0,
         replace_origin_loss: bool = False,
         replace_backdrop: Literal["random", "photo"] = "random",
+        layout_phrases: list[str] | None = None,
     ):
         check_replace_places(replace_places)
+        check_layout_phrases(layout_phrases)
         check_replace_backdrop(replace_backdrop)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         for photo in self.photos:
@@ -95,6 +101,7 @@ class UnionSamplingDataset(Dataset):
         self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
         self.replace_full_loss, self.replace_places, self.replace_from = replace_full_loss, replace_places, replace_from
         self.replace_origin_loss, self.replace_backdrop = replace_origin_loss, replace_backdrop
+        self.layout_phrases = list(layout_phrases) if layout_phrases else None
         self.backdrops = [backdrop_colour(photo) for photo in self.photos] if replace_backdrop == "photo" else None
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
@@ -110,7 +117,6 @@ class UnionSamplingDataset(Dataset):
         count = len(shown)
         k = int(torch.randint(1, count + 1, (1,), generator=generator)) if self.union_sampling else 1
         chosen = shown[torch.randperm(count, generator=generator)[:k]]
-        prompt = self.prompt_prefix + self.joiner.join(self.token_names[i] for i in chosen)
         image, masks = self.photos[p].image, self.photos[p].masks[chosen]
         redrawn = self.solid_background
         whole = False  # the loss covers the whole picture, not only the chosen masks
@@ -137,6 +143,8 @@ class UnionSamplingDataset(Dataset):
         flipped = float(torch.rand(1, generator=generator)) < self.flip_p
         if flipped:
             image, masks, region = image.flip(-1), masks.flip(-1), region.flip(-1)
+        prompt = self.prompt_prefix + self.joiner.join(
+            self.token_names[i] + layout_phrase(mask, self.layout_phrases) for i, mask in zip(chosen.tolist(), masks))
         item = {
             "pixel_values": image,  # (3, R, R)
             "masks": masks,  # (k, R, R), in prompt order
@@ -169,6 +177,25 @@ def backdrop_colour(photo: SceneTensors) -> torch.Tensor:
     if float(outside.sum()) == 0:
         return photo.image.mean(dim=(1, 2), keepdim=True)
     return (photo.image * outside).sum(dim=(1, 2), keepdim=True) / outside.sum()
+
+
+def check_layout_phrases(phrases: object) -> None:
+    if phrases is None:
+        return
+    if isinstance(phrases, str) or not all(isinstance(phrase, str) for phrase in phrases) or not len(phrases):
+        raise UserInputError(f"data.loader.layout_phrases={phrases} must be a list of phrases, one for each vertical "
+                             f"band from left to right (e.g. [' on the left', ' in the middle', ' on the right']), "
+                             f"or null.")
+
+
+def layout_phrase(mask: torch.Tensor, phrases: list[str] | None) -> str:
+    """The phrase of the vertical band (of len(phrases) equal ones) that the mask's box centre lies in; "" without
+    phrases or for an empty mask (a concept covered whole by another)."""
+    if not phrases or not bool((mask > 0.5).any()):
+        return ""
+    x0, _, x1, _ = mask_box(mask)
+    band = int((x0 + x1) / 2 / mask.shape[-1] * len(phrases))
+    return phrases[min(band, len(phrases) - 1)]
 
 
 def check_replace_places(places: str) -> None:
@@ -306,6 +333,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
         replace_from_step: int = 0,
         replace_origin_loss: bool = False,
         replace_backdrop: Literal["random", "photo"] = "random",
+        layout_phrases: list[str] | None = None,
     ):
         super().__init__()
         check_replace_from_step(replace_from_step)
@@ -317,7 +345,7 @@ class UnionSamplingDataModule(L.LightningDataModule):
             class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
             replace_p=replace_p, degrade_noise=degrade_noise, degrade_power=degrade_power,
             replace_full_loss=replace_full_loss, replace_places=replace_places,
-            replace_origin_loss=replace_origin_loss, replace_backdrop=replace_backdrop,
+            replace_origin_loss=replace_origin_loss, replace_backdrop=replace_backdrop, layout_phrases=layout_phrases,
         )
         self.total_steps = total_steps
         self.replace_from_step = replace_from_step

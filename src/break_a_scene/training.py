@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from break_a_scene.checkpoints import check_checkpoint
 from break_a_scene.data import (
     UnionSamplingDataModule,
+    check_layout_phrases,
     check_replace_backdrop,
     check_replace_from_step,
     check_replace_places,
@@ -123,6 +124,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     check_replace_places(cfg.data.loader.replace_places)
     check_replace_from_step(cfg.data.loader.replace_from_step)
     check_replace_backdrop(cfg.data.loader.replace_backdrop)
+    check_layout_phrases(cfg.data.loader.layout_phrases)
     check_state_bits(cfg.optimizer.get("state_bits", 32))
     check_checkpoint(cfg.get("ckpt_path"), "bas-train with callbacks=checkpoint", PHASE_KEY)
     scene = _load_scene(cfg)

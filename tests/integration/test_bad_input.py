@@ -60,6 +60,8 @@ def bad(case: str, scene_dir, tmp_path) -> list[str]:
         return ["data.loader.replace_backdrop=scene"]
     elif case == "replace_from_step":
         return ["data.loader.replace_from_step=-1"]
+    elif case == "layout_phrases":
+        return ["data.loader.layout_phrases=on the left"]
     elif case == "ema_decay":
         return ["variant=ema_teacher", "method.ema_decay=1.0"]
     elif case == "unquoted_value":
@@ -93,6 +95,7 @@ CASES = {
     "replace_places": "data.loader.replace_places=slots is not a choice: use random or scene.",
     "replace_backdrop": "data.loader.replace_backdrop=scene is not a choice: use random or photo.",
     "replace_from_step": "data.loader.replace_from_step=-1 must be a whole number of steps, 0 or more",
+    "layout_phrases": "data.loader.layout_phrases=on the left must be a list of phrases, one for each vertical band",
     "unquoted_value": "cannot read the override 'data.prior_preservation.class_prompt=a photo (at the beach)'",
 }
 

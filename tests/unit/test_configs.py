@@ -125,7 +125,8 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
         **{beyond: ("tokens", "all", (5e-4, 2e-6), True, True, True, False, (0.9, 0.999))
            for beyond in ("seg_mix", "seg_mix_full", "seg_mix_swap", "seg_mix_degraded", "seg_mix_phase2",
                           "seg_mix_origins", "seg_mix_backdrop", "seg_mix_backdrop_all", "soft_degradation",
-                          "strong_degradation", "contrastive", "ema_teacher", "beyond")},
+                          "strong_degradation", "contrastive", "ema_teacher", "layout_captions", "seg_mix_layout",
+                          "beyond")},
     }
     # beyond the paper: (re-placement probability, its loss on the whole picture, degradation noise, contrastive
     # weight, EMA teacher weight and decay); the others (0, False, 0, 0, 0, 0.99)
@@ -134,6 +135,7 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
                 "seg_mix_origins": (0.5, False, 0.0, 0.0, 0.0, 0.99),
                 "seg_mix_backdrop": (0.5, True, 0.0, 0.0, 0.0, 0.99),
                 "seg_mix_backdrop_all": (0.5, True, 0.0, 0.0, 0.0, 0.99),
+                "seg_mix_layout": (0.5, True, 0.0, 0.0, 0.0, 0.99),
                 "soft_degradation": (0.0, False, 0.5, 0.0, 0.0, 0.99),
                 "contrastive": (0.0, False, 0.0, 0.1, 0.0, 0.99), "ema_teacher": (0.0, False, 0.0, 0.0, 0.2, 0.99),
                 "seg_mix_degraded": (0.5, True, 1.0, 0.0, 0.0, 0.99),
@@ -158,9 +160,11 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
     loader = datamodule.dataset_kwargs
     assert loader["union_sampling"] is union and loader["solid_background"] is solid
     assert loader["replace_places"] == ("scene" if name == "seg_mix_swap" else "random")
-    late = name in ("seg_mix_phase2", "seg_mix_origins", "seg_mix_backdrop", "beyond")
-    assert loader["replace_backdrop"] == ("photo" if name in ("seg_mix_backdrop", "seg_mix_backdrop_all", "beyond")
-                                          else "random")
+    late = name in ("seg_mix_phase2", "seg_mix_origins", "seg_mix_backdrop", "seg_mix_layout", "beyond")
+    assert loader["replace_backdrop"] == ("photo" if name in ("seg_mix_backdrop", "seg_mix_backdrop_all",
+                                                              "seg_mix_layout", "beyond") else "random")
+    thirds = [" on the left", " in the middle", " on the right"]
+    assert loader["layout_phrases"] == (thirds if name in ("layout_captions", "seg_mix_layout") else None)
     assert datamodule.replace_from_step == (cfg.method.phase1_steps if late else 0)
     assert loader["replace_origin_loss"] is (name == "seg_mix_origins")
     found_remedies = (loader["replace_p"], loader["replace_full_loss"], loader["degrade_noise"],

@@ -10,6 +10,7 @@ from break_a_scene.data import (
     backdrop_colour,
     box_centre,
     collate_union_samples,
+    layout_phrase,
     replace_concepts,
 )
 from break_a_scene.scene import SceneTensors
@@ -82,6 +83,52 @@ def test_flip_keeps_image_and_masks_aligned(tokenizer):
     assert torch.equal(item["masks"], scene.masks[order].flip(-1))
     if 0 in order:  # the left strip is now on the right
         assert item["masks"][order.index(0), :, -2:].min() == 1
+
+
+THIRDS = [" on the left", " in the middle", " on the right"]
+
+
+def test_layout_captions_say_where_each_mask_stands(tokenizer):
+    # box centres: the left strip 1/8 (left third), the top strip 4/8 (middle), the bottom-right block 6.5/8 (right)
+    where = {0: " on the left", 1: " in the middle", 2: " on the right"}
+    plain, layout = dataset(tokenizer, length=30, flip_p=0.0), dataset(tokenizer, length=30, flip_p=0.0,
+                                                                        layout_phrases=THIRDS)
+    for i in range(30):
+        item = layout[i]
+        order = [int(t) - 49408 for t in item["token_ids"]]
+        assert item["prompt"] == "a photo of " + " and ".join(NAMES[j] + where[j] for j in order)
+        ids = tokenizer(item["prompt"], padding="max_length", max_length=77).input_ids
+        assert item["input_ids"].tolist() == [ids]
+        assert torch.equal(item["pixel_values"], plain[i]["pixel_values"])
+        assert item["noise_seed"] == plain[i]["noise_seed"]
+    flipped = dataset(tokenizer, length=30, flip_p=1.0, layout_phrases=THIRDS)  # the strip and the block swap sides
+    mirrored = {0: " on the right", 1: " in the middle", 2: " on the left"}
+    for i in range(30):
+        order = [int(t) - 49408 for t in flipped[i]["token_ids"]]
+        assert flipped[i]["prompt"] == "a photo of " + " and ".join(NAMES[j] + mirrored[j] for j in order)
+
+
+def test_layout_captions_follow_re_placed_concepts(tokenizer):
+    data = dataset(tokenizer, length=60, flip_p=0.0, replace_p=1.0, layout_phrases=THIRDS)
+    moved_sides = set()
+    for i in range(60):
+        item = data[i]
+        phrases = []
+        for mask in item["masks"]:
+            cols = (mask > 0.5).any(dim=0).nonzero().flatten()
+            centre = (int(cols[0]) + int(cols[-1]) + 1) / 2 if len(cols) else None  # in pixels of 8
+            phrases.append("" if centre is None else THIRDS[0] if centre < 8 / 3 else
+                           THIRDS[1] if centre < 16 / 3 else THIRDS[2])
+        order = [int(t) - 49408 for t in item["token_ids"]]
+        assert item["prompt"] == "a photo of " + " and ".join(NAMES[j] + p for j, p in zip(order, phrases))
+        moved_sides.update((j, p) for j, p in zip(order, phrases))
+    assert {(0, THIRDS[1]), (0, THIRDS[2]), (2, THIRDS[0])} <= moved_sides  # concepts were captioned in new places
+
+
+def test_layout_phrase_of_an_empty_mask_or_without_phrases_is_empty():
+    assert layout_phrase(torch.zeros(8, 8), THIRDS) == ""
+    assert layout_phrase(torch.ones(8, 8), None) == ""
+    assert layout_phrase(torch.ones(8, 8), [" here"]) == " here"
 
 
 def test_without_union_sampling_one_concept(tokenizer):
