@@ -164,7 +164,7 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
     assert loader["replace_backdrop"] == ("photo" if name in ("seg_mix_backdrop", "seg_mix_backdrop_all",
                                                               "seg_mix_layout", "beyond") else "random")
     thirds = [" on the left", " in the middle", " on the right"]
-    assert loader["layout_phrases"] == (thirds if name in ("layout_captions", "seg_mix_layout") else None)
+    assert loader["layout_phrases"] == (thirds if name in ("layout_captions", "seg_mix_layout", "beyond") else None)
     assert datamodule.replace_from_step == (cfg.method.phase1_steps if late else 0)
     assert loader["replace_origin_loss"] is (name == "seg_mix_origins")
     found_remedies = (loader["replace_p"], loader["replace_full_loss"], loader["degrade_noise"],
