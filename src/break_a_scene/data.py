@@ -4,6 +4,7 @@ photos of the scene, a sample first picks a photo, then a subset of the concepts
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
@@ -182,7 +183,8 @@ def backdrop_colour(photo: SceneTensors) -> torch.Tensor:
 def check_layout_phrases(phrases: object) -> None:
     if phrases is None:
         return
-    if isinstance(phrases, str) or not all(isinstance(phrase, str) for phrase in phrases) or not len(phrases):
+    if isinstance(phrases, str) or not isinstance(phrases, Sequence) or not phrases \
+            or not all(isinstance(phrase, str) for phrase in phrases):
         raise UserInputError(f"data.loader.layout_phrases={phrases} must be a list of phrases, one for each vertical "
                              f"band from left to right (e.g. [' on the left', ' in the middle', ' on the right']), "
                              f"or null.")

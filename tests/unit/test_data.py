@@ -2,6 +2,7 @@ from collections import Counter
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from break_a_scene.clip_tokenizer import build_clip_tokenizer
 from break_a_scene.data import (
@@ -9,10 +10,12 @@ from break_a_scene.data import (
     UnionSamplingDataset,
     backdrop_colour,
     box_centre,
+    check_layout_phrases,
     collate_union_samples,
     layout_phrase,
     replace_concepts,
 )
+from break_a_scene.errors import UserInputError
 from break_a_scene.scene import SceneTensors
 
 NAMES = ["<asset0>", "<asset1>", "<asset2>"]
@@ -123,6 +126,13 @@ def test_layout_captions_follow_re_placed_concepts(tokenizer):
         assert item["prompt"] == "a photo of " + " and ".join(NAMES[j] + p for j, p in zip(order, phrases))
         moved_sides.update((j, p) for j, p in zip(order, phrases))
     assert {(0, THIRDS[1]), (0, THIRDS[2]), (2, THIRDS[0])} <= moved_sides  # concepts were captioned in new places
+
+
+@pytest.mark.parametrize("bad", ["on the left", 3, [], [" on the left", 1]])
+def test_layout_phrases_must_be_a_list_of_phrases(bad):
+    with pytest.raises(UserInputError, match="data.loader.layout_phrases=.* must be a list of phrases"):
+        check_layout_phrases(bad)
+    check_layout_phrases(OmegaConf.create({"x": THIRDS}).x)  # as the config gives it
 
 
 def test_layout_phrase_of_an_empty_mask_or_without_phrases_is_empty():
