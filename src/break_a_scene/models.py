@@ -76,14 +76,18 @@ OWN_MODEL_MODULES = ("break_a_scene.toyworld.pixel_vae",)
 _LIBRARIES = ("diffusers", "transformers")
 
 
-def _importable(library: object) -> bool:
-    """diffusers, transformers, one of OWN_MODEL_MODULES, or a pipeline module of diffusers itself (which names
-    its safety checker `["stable_diffusion", ...]`)."""
+def module_path(library: object) -> str | None:
+    """The full module path a model_index.json library name stands for, or None where it names none we load
+    from: diffusers, transformers, one of OWN_MODEL_MODULES, or a pipeline module of diffusers itself (which
+    names its safety checker `["stable_diffusion", ...]`: that is `diffusers.pipelines.stable_diffusion`, never
+    a top-level `stable_diffusion` that a working directory or PYTHONPATH could hold)."""
     if not isinstance(library, str):
-        return False
+        return None
     if library in _LIBRARIES or library in OWN_MODEL_MODULES:
-        return True
-    return library.isidentifier() and importlib.util.find_spec(f"diffusers.pipelines.{library}") is not None
+        return library
+    if library.isidentifier() and importlib.util.find_spec(f"diffusers.pipelines.{library}") is not None:
+        return f"diffusers.pipelines.{library}"
+    return None
 
 
 def read_model_index(root: Path) -> dict:
@@ -100,7 +104,7 @@ def read_model_index(root: Path) -> dict:
     for part, spec in index.items():
         if part.startswith("_") or not isinstance(spec, (list, tuple)) or spec in ([None, None], (None, None)):
             continue  # a setting (requires_safety_checker), or an absent optional part
-        if not (len(spec) == 2 and _importable(spec[0])
+        if not (len(spec) == 2 and module_path(spec[0]) is not None
                 and isinstance(spec[1], str) and spec[1].isidentifier()):
             raise UserInputError(
                 f"'{file}' names its part '{part}' as {spec!r}, not a class of diffusers, transformers or "
@@ -113,7 +117,7 @@ def component_class(root: Path, part: str) -> type:
     """The class that a pipeline directory's model_index.json names for `part` (a model class of this package,
     like the toy world's VAE, is found the same way as AutoencoderKL)."""
     library, class_name = read_model_index(root)[part]
-    found = getattr(importlib.import_module(library), class_name, None)
+    found = getattr(importlib.import_module(module_path(library)), class_name, None)
     if not isinstance(found, type):
         raise UserInputError(f"'{root / 'model_index.json'}' names {class_name!r} from {library} for its part "
                              f"'{part}', and {library} has no such class; the folder is damaged.")

@@ -128,3 +128,42 @@ def test_a_planted_vae_stage_is_not_loaded(planted, tmp_path, capsys):
     assert_one_line(err, str(out / "vae_stage.pt"), "move it away")
     assert not planted.exists()
     assert sorted(p.name for p in out.iterdir()) == ["vae_stage.pt"]  # the user's file stays, nothing is added
+
+
+def _plant_pipeline_module(folder, marker):
+    """A `stable_diffusion.py` (the name of a diffusers pipeline module, which model_index.json files name for
+    their safety checker) that leaves the marker when imported."""
+    folder.mkdir(exist_ok=True)
+    (folder / "stable_diffusion.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                                "AutoencoderKL = StableDiffusionSafetyChecker = object\n")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["bas-train", "python -m", "bas-generate"])
+def test_a_pipeline_module_name_never_imports_a_same_named_module(how, saved_model, tiny_export, scene_dir, tmp_path):
+    """`["stable_diffusion", ...]` passes as diffusers' own pipeline module, and is only ever imported by its full
+    path; a same-named module in the working directory and on PYTHONPATH does not run, however the command starts
+    (`python -m` puts the working directory first on the path)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    marker = tmp_path / "payload_ran"
+    planted_dir = _plant_pipeline_module(tmp_path / "cwd", marker)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(planted_dir)}
+    if how == "bas-generate":
+        pipeline = shutil.copytree(tiny_export, tmp_path / "pipeline")
+        _plant_entry(pipeline, "safety_checker", ["stable_diffusion", "StableDiffusionSafetyChecker"])
+        command = [str(bin_dir / "bas-generate"), f"pipeline={pipeline}", f"hydra.run.dir={tmp_path / 'out'}"]
+    else:
+        model = shutil.copytree(saved_model, tmp_path / "model")
+        _plant_entry(model, "vae", ["stable_diffusion", "AutoencoderKL"])
+        start = [str(bin_dir / "bas-train")] if how == "bas-train" else [sys.executable, "-m",
+                                                                          "break_a_scene.cli.train"]
+        command = [*start, *FAST, "model=sd21_base", f"model.components.pretrained_model_name_or_path={model}",
+                   f"data.scene.folder={scene_dir}", f"hydra.run.dir={tmp_path / 'out'}"]
+    result = subprocess.run(command, cwd=planted_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert_one_line(result.stderr)
+    assert not marker.exists()

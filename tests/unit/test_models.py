@@ -52,3 +52,13 @@ def test_resolution_checks(tiny):
     tiny.check_resolution(72)  # 2 (VAE) * 4 (UNet) = 8
     with pytest.raises(UserInputError, match=r"data.resolution=70 .* multiple of 8. Set data.resolution=64 or 72"):
         tiny.check_resolution(70)
+
+
+def test_a_library_name_is_imported_only_by_its_full_path():
+    from break_a_scene.models import OWN_MODEL_MODULES, module_path
+
+    assert module_path("stable_diffusion") == "diffusers.pipelines.stable_diffusion"
+    assert module_path("diffusers") == "diffusers" and module_path("transformers") == "transformers"
+    assert module_path(OWN_MODEL_MODULES[0]) == OWN_MODEL_MODULES[0]
+    for name in ("os", "stable_diffusion.evil", "bas_planted_payload", None, 3):
+        assert module_path(name) is None
