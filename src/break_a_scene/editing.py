@@ -23,6 +23,7 @@ from PIL import Image
 
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import read_manifest
+from break_a_scene.families.base import ModelFamily
 from break_a_scene.figures import heatmap_overlay, masks_overlay
 from break_a_scene.generate import check_prompts, export_family, load_trained_pipeline
 from break_a_scene.precision import set_tf32
@@ -51,10 +52,12 @@ def latent_mask(mask: torch.Tensor, latent_size: int) -> torch.Tensor:
 
 class LatentBlend:
     """`sample_images`' blend: outside the mask, the latents after step i become the original's latents noised
-    to the level of step i + 1 (fresh noise from a generator per image seed), or the original after the last."""
+    to the level of step i + 1 (fresh noise from a generator per image seed), or the original after the last.
+    The model family says how its sampler noises and how its pipeline lays the latents out (FLUX packs them)."""
 
-    def __init__(self, original: torch.Tensor, mask: torch.Tensor):
-        self.original, self.mask = original, mask  # (1, C, r, r) scaled latents, (1, 1, r, r)
+    def __init__(self, original: torch.Tensor, mask: torch.Tensor, family: type[ModelFamily]):
+        self.original, self.family = original, family  # (1, C, r, r) latents as the denoiser samples in
+        self.mask = mask.expand_as(original)  # (1, C, r, r)
         self._generators: dict[int, torch.Generator] = {}
 
     def _noise(self, seed: int) -> torch.Tensor:
@@ -62,21 +65,13 @@ class LatentBlend:
         return torch.randn(self.original.shape[1:], generator=generator)
 
     def __call__(self, pipe: DiffusionPipeline, step: int, latents: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        timesteps = pipe.scheduler.timesteps
-        original = self.original.to(latents).expand(len(seeds), -1, -1, -1)
-        if step + 1 < len(timesteps):
-            noise = torch.stack([self._noise(seed) for seed in seeds]).to(latents)
-            original = pipe.scheduler.add_noise(original, noise, timesteps[step + 1 : step + 2].repeat(len(seeds)))
-        mask = self.mask.to(latents)
+        original = self.original.expand(len(seeds), -1, -1, -1)
+        if step + 1 < len(pipe.scheduler.timesteps):
+            noise = torch.stack([self._noise(seed) for seed in seeds])
+            original = self.family.noised_to(pipe.scheduler, original, noise, step + 1)
+        original = self.family.pipeline_layout(original).to(latents)
+        mask = self.family.pipeline_layout(self.mask).to(latents)
         return mask * latents + (1 - mask) * original
-
-
-@torch.no_grad()
-def encode_latents(pipe: DiffusionPipeline, pixels: torch.Tensor) -> torch.Tensor:
-    """(3, R, R) in [-1, 1] -> the VAE's scaled latents (1, C, r, r), from the posterior's mode."""
-    vae = pipe.vae
-    posterior = vae.encode(pixels[None].to(vae.device, vae.dtype)).latent_dist
-    return posterior.mode().float() * vae.config.scaling_factor
 
 
 def _to_image(pixels: torch.Tensor) -> Image.Image:
@@ -97,9 +92,10 @@ def edit(pipeline: str, image: str, mask: str, prompt: str, output_dir: str, num
     resolution = manifest["resolution"]
     pixels, pixel_mask = load_image_and_mask(image, mask, resolution, mask_channel)
     set_tf32(tf32)
+    family = export_family(pipeline)
     pipe = load_trained_pipeline(pipeline, device, dtype)
-    original = encode_latents(pipe, pixels)
-    blend = LatentBlend(original, latent_mask(pixel_mask, original.shape[-1]))
+    original = family.image_latents(pipe, pixels).cpu()
+    blend = LatentBlend(original, latent_mask(pixel_mask, original.shape[-1]), family)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = _to_image(pixels)
@@ -110,10 +106,10 @@ def edit(pipeline: str, image: str, mask: str, prompt: str, output_dir: str, num
     samples = sample_images(pipe, [prompt] * num_images, seeds, resolution, num_inference_steps, guidance_scale,
                             batch_size, present if save_attention else None,
                             manifest.get("attention_resolution_divisor", 4), progress, blend=blend,
-                            family=export_family(pipeline))
+                            family=family)
     outside = (pixel_mask == 0)[None]
     # the pixels of latent cells that hold no edited pixel: the blend returns them to the original's latents
-    kept = F.interpolate(blend.mask, size=pixel_mask.shape, mode="nearest")[0] == 0
+    kept = F.interpolate(blend.mask[:, :1], size=pixel_mask.shape, mode="nearest")[0] == 0
     records = []
     for number, sample in enumerate(samples):
         edited = image_to_tensor(sample.image, resolution)

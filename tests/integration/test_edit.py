@@ -51,6 +51,7 @@ def test_latent_mask_takes_every_cell_with_an_edited_pixel():
 
 
 def test_blend_after_the_last_step_is_the_original_outside_the_mask(toy_pipeline):
+    from break_a_scene.families.stable_diffusion import StableDiffusion
     from break_a_scene.generate import load_trained_pipeline
 
     pipe = load_trained_pipeline(toy_pipeline, "cpu")
@@ -58,7 +59,7 @@ def test_blend_after_the_last_step_is_the_original_outside_the_mask(toy_pipeline
     original, latents = torch.randn(1, 12, 16, 16), torch.randn(2, 12, 16, 16)
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., 4:8] = 1
-    blend = LatentBlend(original, mask)
+    blend = LatentBlend(original, mask, StableDiffusion)
     last = blend(pipe, 3, latents, [0, 1])
     assert torch.equal(last[..., 4:8], latents[..., 4:8])
     assert torch.equal(last[..., :4], original.expand(2, -1, -1, -1)[..., :4])
@@ -97,3 +98,30 @@ def test_bad_input_is_refused_before_the_model_loads(tmp_path, toy_pipeline, pho
     with pytest.raises(UserInputError, match="mask '.*small.png' is 16x16 but image '.*' is 32x32"):
         edit(str(toy_pipeline), str(image), str(tmp_path / "small.png"), PROMPT, str(tmp_path / "b"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_flux_blends_in_its_packed_layout_at_its_own_noise_level():
+    """FLUX's pipeline holds packed tokens between steps: the blend packs the original and the mask, and noises by
+    rectified flow at the sampler's sigma, (1 - s) x + s n."""
+    from types import SimpleNamespace
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from break_a_scene.families.flux import Flux, pack
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(4)
+    pipe = SimpleNamespace(scheduler=scheduler)
+    original, latents = torch.randn(1, 16, 8, 8), torch.randn(2, 16, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :, 4:] = 1  # the right half: whole 2x2 patches, so whole packed tokens
+    blend = LatentBlend(original, mask, Flux)
+    last = blend(pipe, 3, pack(latents), [0, 1])
+    expected = pack(torch.where(mask.bool(), latents, original.expand(2, -1, -1, -1)))
+    assert torch.equal(last, expected)
+    noised = blend(pipe, 1, pack(latents), [0, 1])
+    noise = torch.stack([torch.randn(16, 8, 8, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)])
+    sigma = scheduler.sigmas[2]
+    outside = (1 - sigma) * original + sigma * noise
+    assert torch.allclose(noised, pack(torch.where(mask.bool(), latents, outside)), atol=1e-6)
+    assert 0 < float(sigma) < 1

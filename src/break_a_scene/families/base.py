@@ -145,6 +145,28 @@ class ModelFamily:
     def inference_scheduler(self) -> object:
         return self.inference_scheduler_for(self.noise_scheduler.config)
 
+    # ---- editing (bas-edit): an image's latents at a sampling step --------------------------------------
+    @classmethod
+    def image_latents(cls, pipe: DiffusionPipeline, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, R, R) in [-1, 1] -> (1, C, r, r): the latents the pipeline's denoiser samples in (the VAE's
+        posterior mode, shifted and scaled as the pipeline decodes them back)."""
+        vae = pipe.vae
+        with torch.no_grad():
+            mode = vae.encode(pixels[None].to(vae.device, vae.dtype)).latent_dist.mode().float()
+        shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        return (mode - shift) * float(vae.config.scaling_factor)
+
+    @classmethod
+    def noised_to(cls, scheduler, latents: torch.Tensor, noise: torch.Tensor, step: int) -> torch.Tensor:
+        """`latents` (B, C, r, r) noised to the level the sampler's input has at its step `step` (after
+        `set_timesteps`): DDPM's forward process at that step's timestep."""
+        return scheduler.add_noise(latents, noise, scheduler.timesteps[step : step + 1].repeat(len(latents)))
+
+    @classmethod
+    def pipeline_layout(cls, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, r, r) latents as the pipeline holds them between steps (what its step callback sees)."""
+        return latents
+
     # ---- the same for every family ------------------------------------------------------------------
     @classmethod
     def load(cls, pretrained_model_name_or_path: str, revision: str | None = None, variant: str | None = None,
@@ -315,20 +337,31 @@ def _is_family_module(name: str) -> bool:
         return False
 
 
-def family_named(name: str | None, pipeline_class_name: str) -> type[ModelFamily]:
+def family_named(name: object, pipeline_class_name: str) -> type[ModelFamily]:
     """The family an export's manifest names: a class of this package, or of a module the process has
-    already imported (a manifest never makes anything be imported). Without a name (an export from before
-    families were recorded), the package's family of its pipeline class."""
-    if name:
-        module_name, _, class_name = name.rpartition(".")
-        if module_name.startswith("break_a_scene.families.") and _is_family_module(module_name):
-            importlib.import_module(module_name)
-        family = getattr(sys.modules.get(module_name), class_name, None)
-        if not (isinstance(family, type) and issubclass(family, ModelFamily)):
-            raise UserInputError(f"the export names the model family {name!r}, which is neither one of "
-                                 f"break_a_scene.families nor imported by this program; export it again.")
-        return family
-    matching = [f for f in _builtin_families() if getattr(f, "pipeline_class", None).__name__ == pipeline_class_name]
-    if not matching:
-        raise UserInputError(f"no model family of break_a_scene makes a {pipeline_class_name}.")
-    return min(matching, key=lambda f: len(f.__mro__))  # the most general, e.g. SD 1.x/2.x for the toy model
+    already imported (a manifest never makes anything be imported), that makes the pipeline class its files
+    (or its base model's) hold. Without a name (an export from before families were recorded), the package's
+    family of its pipeline class."""
+    if name is None:
+        matching = [f for f in _builtin_families() if f.pipeline_class.__name__ == pipeline_class_name]
+        if not matching:
+            raise UserInputError(f"no model family of break_a_scene makes a {pipeline_class_name}.")
+        return min(matching, key=lambda f: len(f.__mro__))  # the most general, e.g. SD 1.x/2.x for the toy model
+    again = "export it again (bas-train writes the manifest), or restore its break_a_scene.json."
+    if not isinstance(name, str):
+        raise UserInputError(f"the export's manifest names its model family as {name!r}, not a class name; {again}")
+    module_name, _, class_name = name.rpartition(".")
+    if module_name.startswith("break_a_scene.families.") and _is_family_module(module_name):
+        importlib.import_module(module_name)
+    family = getattr(sys.modules.get(module_name), class_name, None)
+    if not (isinstance(family, type) and issubclass(family, ModelFamily)):
+        raise UserInputError(f"the export names the model family {name!r}, which is neither one of "
+                             f"break_a_scene.families nor imported by this program; {again}")
+    made = getattr(family, "pipeline_class", None)
+    if made is None:
+        raise UserInputError(f"the export names the model family {name!r}, which is the seam itself, not a family "
+                             f"that makes a pipeline; {again}")
+    if made.__name__ != pipeline_class_name:
+        raise UserInputError(f"the export names the model family {name!r}, which makes a {made.__name__}, but its "
+                             f"model (a LoRA asset's: its base model) is a {pipeline_class_name}; {again}")
+    return family

@@ -174,4 +174,8 @@ class Flux(JointAttentionFamily, ModelFamily):
     def patch_factor(cls, transformer: torch.nn.Module) -> int:
         return 2  # the 2x2 packing (the transformer's own patch size is 1)
 
+    @classmethod
+    def pipeline_layout(cls, latents: torch.Tensor) -> torch.Tensor:
+        return pack(latents)  # FluxPipeline holds packed tokens between steps
+
 

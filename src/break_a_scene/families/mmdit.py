@@ -87,3 +87,9 @@ class JointAttentionFamily:
     @classmethod
     def inference_scheduler_for(cls, scheduler_config) -> FlowMatchEulerDiscreteScheduler:
         return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
+
+    @classmethod
+    def noised_to(cls, scheduler, latents: torch.Tensor, noise: torch.Tensor, step: int) -> torch.Tensor:
+        """Rectified flow's forward process at the sampler's sigma of that step: (1 - s) x + s n."""
+        sigma = scheduler.sigmas[step].to(latents)
+        return (1 - sigma) * latents + sigma * noise
