@@ -8,3 +8,5 @@ __version__ = "0.1.0"
 # CPUs with AVX512-BF16 it then warns, on every command, that an optional 4-bit CPU kernel package is missing.
 # Nothing here runs 4-bit matmuls on the CPU, so that one logger is kept to errors.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# and bitsandbytes then looks for that kernel in the (offline) Hugging Face Hub, and says so
+logging.getLogger("kernels").setLevel(logging.ERROR)

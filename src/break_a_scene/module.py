@@ -38,7 +38,7 @@ from break_a_scene.losses import (
     token_contrastive_loss,
 )
 from break_a_scene.optim import adamw
-from break_a_scene.precision import FrozenWeights, autocast_dtype, quantize_linears
+from break_a_scene.precision import FrozenWeights, autocast_dtype, castable_parameters, quantize_linears
 from break_a_scene.tokens import (
     PlaceholderTokens,
     TokenRowsEmbedding,
@@ -278,7 +278,7 @@ class BreakASceneModule(L.LightningModule):
         for rows in self.token_rows:
             rows.requires_grad_(self.trainable != "lora" or self.lora.train_tokens)
         if self.frozen_weights is not None:
-            self.frozen_weights.update(self.parameters())
+            self.frozen_weights.update(castable_parameters(self))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self._set_trainable()
@@ -374,7 +374,7 @@ class BreakASceneModule(L.LightningModule):
         dtype = autocast_dtype(self.trainer.precision)
         if self.hparams.low_precision_frozen and dtype is not None and self.frozen_weights is None:
             self.frozen_weights = FrozenWeights(dtype)
-            self.frozen_weights.update(self.parameters())
+            self.frozen_weights.update(castable_parameters(self))
 
     def on_fit_start(self) -> None:
         self.initial_rows = [rows.to(self.device) for rows in self.initial_rows]

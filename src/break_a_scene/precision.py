@@ -28,6 +28,17 @@ def set_tf32(enabled: bool) -> None:
     torch.backends.cudnn.allow_tf32 = enabled
 
 
+_NORMALIZATIONS = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+
+
+def castable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters `FrozenWeights` may hold in the low dtype: all but the normalization layers' (a few
+    thousand numbers). A norm keeps float32 weights: CUDA's autocast runs norms in float32 anyway, and the CPU's
+    group_norm refuses a float32 input with a bfloat16 weight, the input a quantized layer (QLoRA) gives."""
+    norms = {id(p) for m in module.modules() if isinstance(m, _NORMALIZATIONS) for p in m.parameters(recurse=False)}
+    return [p for p in module.parameters() if id(p) not in norms]
+
+
 class FrozenWeights:
     """Frozen float32 parameters held in `dtype`, their float32 values kept on the host until they train."""
 

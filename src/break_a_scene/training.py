@@ -26,6 +26,7 @@ from break_a_scene.data import (
 from break_a_scene.errors import DiskFullError, UserInputError
 from break_a_scene.export import MANIFEST, check_export_target, check_lora_format
 from break_a_scene.families.base import ModelFamily
+from break_a_scene.model_folders import check_model_fits
 from break_a_scene.models import resolve_model_dir
 from break_a_scene.module import PHASE_KEY, BreakASceneModule
 from break_a_scene.optim import check_state_bits
@@ -130,6 +131,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     scene = _load_scene(cfg)
     names = token_names(cfg, scene.num_concepts)
     words = _initializer_words(cfg, scene)
+    check_model_fits(cfg.model.components)
     components = instantiate(cfg.model.components)
     components.check_resolution(cfg.data.resolution)
     components.check_new_tokens(names)
@@ -164,7 +166,7 @@ def check_outputs(cfg: DictConfig, components: ModelFamily) -> None:
         _check_quantized_export(cfg.method.get("quantize_frozen"), export.get("lora", "asset"))
         lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
         if lora and export.get("lora", "asset") in ("asset", "both"):
-            _check_reloadable(components)
+            _check_reloadable(components, bool(cfg.method.get("quantize_frozen")))
         _check_room(components, target)
     prior = cfg.data.prior_preservation
     if prior.enabled and prior.generate_missing:
@@ -195,15 +197,17 @@ def _check_room(components: ModelFamily, export_target: Path) -> None:
     check_free_space(export_target, weights, "callbacks.export.dirpath", "the export")
 
 
-def _check_reloadable(components: ModelFamily) -> None:
+def _check_reloadable(components: ModelFamily, quantized: bool) -> None:
     """A LoRA asset is loaded onto its base model later, so the base must be one that can be loaded again."""
     try:
         resolve_model_dir(components.source)
     except UserInputError:
+        save = ("save the model as a folder first (`bas-save-model model=<this model config> out=models/base`) and "
+                "train on that folder (bas-save-model names the model config that loads it)")
+        fused = "" if quantized else "set callbacks.export.lora=fused (a full pipeline), or "
         raise UserInputError(
             f"a LoRA phase 2 exports an asset for its base model, but the model '{components.source}' was not "
-            f"loaded from a directory or the Hugging Face cache, so the asset could not be used. Set "
-            f"callbacks.export.lora=fused (a full pipeline), or load the model from a saved pipeline directory."
+            f"loaded from a directory or the Hugging Face cache, so the asset could not be used; {fused}{save}."
         ) from None
 
 

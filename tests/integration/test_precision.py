@@ -87,3 +87,16 @@ def test_a_run_resumed_under_bf16_ends_where_the_uninterrupted_one_ends(tmp_path
                 weights_only=False)
     resumed = snapshot(module)
     assert all(v.dtype == torch.float32 and torch.equal(v, uninterrupted[n]) for n, v in resumed.items())
+
+
+def test_norms_keep_float32_weights_under_bf16():
+    """Every parameter may go to bf16 but the normalization layers' (the CPU's group norm refuses a float32 input
+    with bf16 weights, which a quantized layer under QLoRA gives)."""
+    from break_a_scene.precision import castable_parameters
+    from tests.conftest import tiny_components
+
+    unet = tiny_components().unet
+    norms = {id(p) for m in unet.modules() if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm))
+             for p in m.parameters()}
+    castable = {id(p) for p in castable_parameters(unet)}
+    assert norms and not norms & castable and castable | norms == {id(p) for p in unet.parameters()}
