@@ -86,12 +86,13 @@ def save_lora_asset(components: ModelFamily, encoder_token_ids: list[list[int]],
     components.pipeline_class.save_lora_weights(str(folder), weight_name=LORA_WEIGHTS, **kwargs)
 
 
-def load_lora_asset(pipe, folder: Path, tokens: list[str]) -> None:
+def load_lora_asset(pipe, folder: str | Path, tokens: list[str]) -> None:
     """Put an asset onto a pipeline of its base model: each encoder's token rows (`tokens.put_token_rows`: what
     diffusers' `load_textual_inversion` does, for T5 and for SD 3's pipeline too, which has no such loader),
     then the adapters with `load_lora_weights`."""
     from safetensors.torch import load_file
 
+    folder = Path(folder)
     rows = load_file(str(folder / TOKEN_EMBEDDINGS))
     for name, embeddings in rows.items():
         tokenizer = getattr(pipe, name.replace("text_encoder", "tokenizer"))

@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "break_a_scene"
 GROUPS = ("model", "data", "method", "optimizer", "trainer", "callbacks", "logger", "paths", "evaluation", "benchmark",
           "generation", "edit", "masks", "vae", "unet", "hydra")
 SETTING = re.compile(r"(?<![\w./-])((?:%s)(?:\.[a-z_0-9]+)+)(?![\w/(])" % "|".join(GROUPS))
-CONFIGS = [("train", []), ("train", ["callbacks=checkpoint"]), ("evaluate", []), ("evaluate", ["evaluation=toyworld"]),
+CONFIGS = [("train", []), ("train", ["model=flux_arch"]),
+           ("train", ["callbacks=checkpoint"]), ("evaluate", []), ("evaluate", ["evaluation=toyworld"]),
            ("generate", []), ("edit", []), ("masks", []), ("pretrain", [])]
 
 

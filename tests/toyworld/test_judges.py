@@ -112,3 +112,15 @@ def test_strays_sorted_by_kind_on_true_renders(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "| m | 2 | 0.50 | 0.00 | 0.50 | 0.00 |" in done.stdout  # the third row has no extra objects
+
+
+def test_judge_reads_a_larger_picture_as_its_own_size():
+    """A 64 px model's pictures are averaged down to the judge's 32 px: 64 random scenes rendered at 64 px read
+    as they do rendered at 32 px, but for at most 2 slots or backgrounds."""
+    rng = random.Random(11)
+    scenes = [sample_scene(rng) for _ in range(64)]
+    judge = load_judge(JUDGE)
+    small, large = (read_images(judge, torch.stack([image_to_tensor(render(s, size)[0], size) for s in scenes]))
+                    for size in (32, 64))
+    differ = sum(a.background != b.background or a.slots != b.slots for a, b in zip(small, large))
+    assert differ <= 2, differ

@@ -43,7 +43,8 @@ EVALUATE_OPTIONS = [("evaluation", p.stem) for p in sorted((CONF / "evaluation")
 
 def test_every_config_file_on_disk_is_covered():
     covered = {CONF / group / f"{option}.yaml" for group, option in OPTIONS + EVALUATE_OPTIONS}
-    covered |= {CONF / f"{name}.yaml" for name in ("train", "generate", "pretrain", "evaluate", "masks", "edit")}
+    covered |= {CONF / f"{name}.yaml" for name in ("train", "generate", "pretrain", "evaluate", "masks", "edit",
+                                                     "save_model")}
     covered |= {CONF / "paths" / "default.yaml", CONF / "hydra" / "default.yaml"}  # in every composition
     assert set(CONF.rglob("*.yaml")) == covered
 

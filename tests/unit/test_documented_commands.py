@@ -14,7 +14,7 @@ from break_a_scene.config import compose
 
 REPO = Path(__file__).resolve().parents[2]
 HYDRA_CLIS = {"bas-train": "train", "bas-generate": "generate", "bas-evaluate": "evaluate", "bas-edit": "edit",
-              "bas-masks": "masks", "bas-pretrain": "pretrain"}
+              "bas-masks": "masks", "bas-pretrain": "pretrain", "bas-save-model": "save_model"}
 FLAGS_WITH_VALUE = {"-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path"}
 
 

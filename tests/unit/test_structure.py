@@ -9,7 +9,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "break_a_scene"
 CORE = ["models", "scene", "data", "module", "attention", "losses", "tokens", "export", "generate", "sampling", "optim",
         "precision", "prior", "training", "config", "outputs", "figures", "report", "clip_tokenizer", "t5_tokenizer",
-        "errors", "callbacks", "families", "lora", "masks", "editing", "inputs", "checkpoints", "ema"]
+        "errors", "callbacks", "families", "lora", "masks", "editing", "inputs", "checkpoints", "ema",
+        "model_folders"]
 
 
 def imported_modules(path: Path) -> set[str]:

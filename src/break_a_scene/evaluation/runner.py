@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from tqdm import tqdm
 
@@ -102,15 +103,22 @@ def trial_prompts(cfg: DictConfig, folder: str, tokens: list[str], class_names: 
 
 
 def _check_scorer(cfg: DictConfig) -> None:
-    """The scorer's weights can be found (the toy judge, or the paper's CLIP, DINO and segmenter)."""
+    """The scorer's weights can be found and read (the toy judge, or the paper's CLIP, DINO, DreamSim and the
+    detector), before the trial trains: a damaged file is named then, not after the training time is spent."""
+    from break_a_scene.evaluation.scorers import check_paper_weights, check_weights_load
+
     if cfg.evaluation.world == "toyworld":
         if not Path(cfg.evaluation.judge).is_file():
             raise UserInputError(f"evaluation.judge='{cfg.evaluation.judge}' does not exist; point it at the toy "
                                  f"world's judge (the package ships assets/toyworld/judge.pt).")
-        return
-    from break_a_scene.evaluation.scorers import check_paper_weights
+        from break_a_scene.toyworld.judges import load_judge
 
+        check_weights_load("evaluation.judge", lambda: load_judge(cfg.evaluation.judge))
+        return
     check_paper_weights(cfg.evaluation)
+    for key in ("clip", "dino", "dreamsim", "detector"):
+        if cfg.evaluation.get(key):
+            check_weights_load(f"evaluation.{key}", lambda key=key: instantiate(cfg.evaluation[key], device="cpu"))
 
 
 def _scorer(cfg: DictConfig, folder: str, photos: list[SceneTensors], tokens: list[str], class_names: list[str]):

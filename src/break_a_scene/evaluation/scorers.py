@@ -8,6 +8,7 @@ attention maps) and returns {metric name: one value per image}. It also accumula
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from hydra.utils import instantiate
@@ -27,6 +28,7 @@ from break_a_scene.evaluation.metrics import (
 )
 from break_a_scene.evaluation.prompts import EvalPrompt
 from break_a_scene.evaluation.segmenters import Generated
+from break_a_scene.models import quiet_loading
 from break_a_scene.scene import SceneTensors, mask_box
 
 
@@ -155,6 +157,20 @@ def check_paper_weights(cfg: DictConfig) -> None:
     if cfg.segmenter.get("name_or_path"):
         resolve_model_dir(cfg.segmenter.name_or_path, setting="evaluation.segmenter.name_or_path",
                           expected="a local folder (or evaluation/segmenter=attention, which needs no model)")
+
+
+def check_weights_load(setting: str, load: Callable[[], object]) -> None:
+    """Load a scorer's weights once on the CPU and let them go: a damaged or truncated file stops the trial in
+    one line naming its setting, before the trial trains (they are loaded again to score)."""
+    try:
+        with quiet_loading():
+            load()
+    except UserInputError:
+        raise
+    except Exception as err:  # torch, safetensors, open_clip and transformers each raise their own types
+        raise UserInputError(f"{setting}: its weights cannot be read ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]}); the file is damaged or incomplete. Download or "
+                             f"copy it again, or point {setting} at an intact one.") from None
 
 
 def build_paper_scorer(cfg: DictConfig, scene: list[SceneTensors], tokens: list[str], class_names: list[str],

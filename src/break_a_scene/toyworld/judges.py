@@ -21,6 +21,7 @@ NONE = "none"
 SHAPE_CLASSES = (NONE, *SHAPES)
 COLOUR_CLASSES = (NONE, *COLOURS)
 BACKGROUND_CLASSES = tuple(BACKGROUNDS)
+JUDGE_SIZE = 32  # the side of the pictures the judge was trained on
 
 
 class ToyJudge(nn.Module):
@@ -118,6 +119,10 @@ class Reading:
 
 @torch.no_grad()
 def read_images(judge: ToyJudge, images: torch.Tensor) -> list[Reading]:
+    """What the judge reads in (B, 3, H, W) images in [-1, 1]; another size than the judge's is first averaged
+    down (or resized up) to it, as a model of another resolution draws the toy world."""
+    if images.shape[-2:] != (JUDGE_SIZE, JUDGE_SIZE):
+        images = F.interpolate(images, size=(JUDGE_SIZE, JUDGE_SIZE), mode="bilinear", antialias=True)
     out = judge(images)
     readings = []
     for b in range(images.shape[0]):
