@@ -39,7 +39,7 @@ ROWS = [
     ("16gb", ["memory=16gb"]),
     ("12gb (bf16-mixed)", ["memory=12gb"]),
 ]
-COMPILED = ("full, 32-true + TF32, ours, compiled (reduce-overhead)", ["method.compile_unet=reduce-overhead"])
+COMPILED = ("full, 32-true + TF32, ours, compiled (reduce-overhead)", ["method.compile_denoiser=reduce-overhead"])
 # SDXL's architecture (random weights) at 1024 px with the LoRA phase 2 (target: <= 24 GiB), without prior
 # preservation (its class images would be made at 1024 px first)
 SDXL_ROWS = [

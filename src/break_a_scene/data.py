@@ -4,16 +4,13 @@ photos of the scene, a sample first picks a photo, then a subset of the concepts
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
-
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import CLIPTokenizer
 
-from break_a_scene.errors import UserInputError
 from break_a_scene.scene import SceneTensors, mask_box
+from break_a_scene.settings import LoaderSettings
 from break_a_scene.tokens import tokenize_all
 
 
@@ -48,7 +45,9 @@ class UnionSamplingDataset(Dataset):
     prompt is followed by the phrase of the band its mask's box centre lies in, read after re-placement and
     flip ("a photo of <a> on the left and <b> on the right"): the caption says where each concept stands, so the
     token does not learn its place as part of it.
-    `token_lengths`: each tokenizer's prompt length (the family's `token_lengths`; default their own maximum).
+    `settings` are `data.loader`'s (`LoaderSettings`: what each switch above is called there); `replace_from` is
+    a sample index (the datamodule turns `replace_from_step` into one). `token_lengths`: each tokenizer's prompt
+    length (the family's `token_lengths`; default their own maximum).
     """
 
     def __init__(
@@ -58,29 +57,15 @@ class UnionSamplingDataset(Dataset):
         token_names: list[str],
         token_ids: list[int],
         length: int,
+        settings: LoaderSettings = LoaderSettings(),
         seed: int = 0,
         offset: int = 0,
-        union_sampling: bool = True,
-        flip_p: float = 0.5,
-        prompt_prefix: str = "a photo of ",
-        joiner: str = " and ",
+        replace_from: int = 0,
         class_images: torch.Tensor | None = None,
         class_prompt: str | None = None,
-        solid_background: bool = False,
         token_lengths: list[int] | None = None,
-        replace_p: float = 0.0,
-        degrade_noise: float = 0.0,
-        degrade_power: float = 1.0,
-        replace_full_loss: bool = False,
-        replace_places: Literal["random", "scene"] = "random",
-        replace_from: int = 0,
-        replace_origin_loss: bool = False,
-        replace_backdrop: Literal["random", "photo"] = "random",
-        layout_phrases: list[str] | None = None,
+        joiner: str = " and ",
     ):
-        check_replace_places(replace_places)
-        check_layout_phrases(layout_phrases)
-        check_replace_backdrop(replace_backdrop)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
         for photo in self.photos:
             if len(token_names) != photo.masks.shape[0]:
@@ -89,21 +74,13 @@ class UnionSamplingDataset(Dataset):
         self.tokenizers = list(tokenizers)
         self.token_names = list(token_names)
         self.token_ids = torch.tensor(token_ids)
-        self.length = length
-        self.seed = seed
-        self.offset = offset
-        self.union_sampling = union_sampling
-        self.flip_p = flip_p
-        self.prompt_prefix = prompt_prefix
+        self.length, self.seed, self.offset, self.replace_from = length, seed, offset, replace_from
+        self.settings = settings
         self.joiner = joiner
         self.class_images = class_images
-        self.solid_background = solid_background
         self.token_lengths = token_lengths
-        self.replace_p, self.degrade_noise, self.degrade_power = replace_p, degrade_noise, degrade_power
-        self.replace_full_loss, self.replace_places, self.replace_from = replace_full_loss, replace_places, replace_from
-        self.replace_origin_loss, self.replace_backdrop = replace_origin_loss, replace_backdrop
-        self.layout_phrases = list(layout_phrases) if layout_phrases else None
-        self.backdrops = [backdrop_colour(photo) for photo in self.photos] if replace_backdrop == "photo" else None
+        self.backdrops = [backdrop_colour(photo) for photo in self.photos] \
+            if settings.replace_backdrop == "photo" else None
         self.class_input_ids = tokenize_all(tokenizers, [class_prompt], token_lengths)[0] \
             if class_images is not None else None
 
@@ -112,40 +89,41 @@ class UnionSamplingDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.offset + index)
+        loader = self.settings
         several = len(self.photos) > 1
         p = int(torch.randint(0, len(self.photos), (1,), generator=generator)) if several else 0
         shown = self.shown[p]
         count = len(shown)
-        k = int(torch.randint(1, count + 1, (1,), generator=generator)) if self.union_sampling else 1
+        k = int(torch.randint(1, count + 1, (1,), generator=generator)) if loader.union_sampling else 1
         chosen = shown[torch.randperm(count, generator=generator)[:k]]
         image, masks = self.photos[p].image, self.photos[p].masks[chosen]
-        redrawn = self.solid_background
+        redrawn = loader.solid_background
         whole = False  # the loss covers the whole picture, not only the chosen masks
         region = masks.amax(dim=0, keepdim=True)  # where the loss looks, unless whole
-        if self.solid_background:
+        if loader.solid_background:
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             image = image * region + colour * (1 - region)
-        allowed = self.replace_p > 0 and self.offset + index >= self.replace_from
-        if allowed and float(torch.rand(1, generator=generator)) < self.replace_p:
+        allowed = loader.replace_p > 0 and self.offset + index >= self.replace_from
+        if allowed and float(torch.rand(1, generator=generator)) < loader.replace_p:
             places = [box_centre(self.photos[p].masks[i] > 0) for i in shown] \
-                if self.replace_places == "scene" else None
+                if loader.replace_places == "scene" else None
             colour = self.backdrops[p] if self.backdrops is not None else None
             image, masks = replace_concepts(image, masks, generator, places, colour=colour)
-            redrawn, whole = True, self.replace_full_loss
+            redrawn, whole = True, loader.replace_full_loss
             moved = masks.amax(dim=0, keepdim=True)
-            region = torch.maximum(region, moved) if self.replace_origin_loss else moved
-        if self.degrade_noise > 0 and not whole:  # noise outside the masks, unless the loss learns it there
+            region = torch.maximum(region, moved) if loader.replace_origin_loss else moved
+        if loader.degrade_noise > 0 and not whole:  # noise outside the masks, unless the loss learns it there
             progress = (self.offset + index) / max(self.length, 1)
-            strength = self.degrade_noise * max(0.0, 1.0 - progress) ** self.degrade_power
+            strength = loader.degrade_noise * max(0.0, 1.0 - progress) ** loader.degrade_power
             outside = 1 - masks.amax(dim=0, keepdim=True)
             noise = torch.randn(image.shape, generator=generator).to(image.dtype)
             image = (image + strength * noise * outside).clamp(-1, 1)
             redrawn = True
-        flipped = float(torch.rand(1, generator=generator)) < self.flip_p
+        flipped = float(torch.rand(1, generator=generator)) < loader.flip_p
         if flipped:
             image, masks, region = image.flip(-1), masks.flip(-1), region.flip(-1)
-        prompt = self.prompt_prefix + self.joiner.join(
-            self.token_names[i] + layout_phrase(mask, self.layout_phrases) for i, mask in zip(chosen.tolist(), masks))
+        prompt = loader.prompt_prefix + self.joiner.join(
+            self.token_names[i] + layout_phrase(mask, loader.layout_phrases) for i, mask in zip(chosen.tolist(), masks))
         item = {
             "pixel_values": image,  # (3, R, R)
             "masks": masks,  # (k, R, R), in prompt order
@@ -166,28 +144,12 @@ class UnionSamplingDataset(Dataset):
         return item
 
 
-def check_replace_from_step(step: object) -> None:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise UserInputError(f"data.loader.replace_from_step={step} must be a whole number of steps, 0 or more "
-                             f"(0: re-place from the start; ${{method.phase1_steps}}: in phase 2 only).")
-
-
 def backdrop_colour(photo: SceneTensors) -> torch.Tensor:
     """(3, 1, 1): the photo's mean colour outside all its masks (the whole photo's where they cover it all)."""
     outside = 1 - photo.masks.amax(dim=0, keepdim=True)
     if float(outside.sum()) == 0:
         return photo.image.mean(dim=(1, 2), keepdim=True)
     return (photo.image * outside).sum(dim=(1, 2), keepdim=True) / outside.sum()
-
-
-def check_layout_phrases(phrases: object) -> None:
-    if phrases is None:
-        return
-    if isinstance(phrases, str) or not isinstance(phrases, Sequence) or not phrases \
-            or not all(isinstance(phrase, str) for phrase in phrases):
-        raise UserInputError(f"data.loader.layout_phrases={phrases} must be a list of phrases, one for each vertical "
-                             f"band from left to right (e.g. [' on the left', ' in the middle', ' on the right']), "
-                             f"or null.")
 
 
 def layout_phrase(mask: torch.Tensor, phrases: list[str] | None) -> str:
@@ -198,16 +160,6 @@ def layout_phrase(mask: torch.Tensor, phrases: list[str] | None) -> str:
     x0, _, x1, _ = mask_box(mask)
     band = int((x0 + x1) / 2 / mask.shape[-1] * len(phrases))
     return phrases[min(band, len(phrases) - 1)]
-
-
-def check_replace_places(places: str) -> None:
-    if places not in ("random", "scene"):
-        raise UserInputError(f"data.loader.replace_places={places} is not a choice: use random or scene.")
-
-
-def check_replace_backdrop(backdrop: str) -> None:
-    if backdrop not in ("random", "photo"):
-        raise UserInputError(f"data.loader.replace_backdrop={backdrop} is not a choice: use random or photo.")
 
 
 def _bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
@@ -304,7 +256,8 @@ def collate_union_samples(items: list[dict]) -> dict:
 
 
 class UnionSamplingDataModule(L.LightningDataModule):
-    """Serves the union samples of `total_steps` optimizer steps (times gradient accumulation) on every rank.
+    """Serves the union samples of `total_steps` optimizer steps (times gradient accumulation) on every rank,
+    drawn as `settings` (`data.loader`) say.
 
     A resumed run starts the stream at the restored step, so it sees the samples an uninterrupted run
     would have seen from there on.
@@ -317,63 +270,46 @@ class UnionSamplingDataModule(L.LightningDataModule):
         token_names: list[str],
         token_ids: list[int],
         total_steps: int,
-        batch_size: int = 1,
-        num_workers: int = 0,
+        settings: LoaderSettings = LoaderSettings(),
         seed: int = 0,
-        union_sampling: bool = True,
-        flip_p: float = 0.5,
-        prompt_prefix: str = "a photo of ",
         class_images: torch.Tensor | None = None,
         class_prompt: str | None = None,
-        solid_background: bool = False,
         token_lengths: list[int] | None = None,
-        replace_p: float = 0.0,
-        degrade_noise: float = 0.0,
-        degrade_power: float = 1.0,
-        replace_full_loss: bool = False,
-        replace_places: Literal["random", "scene"] = "random",
-        replace_from_step: int = 0,
-        replace_origin_loss: bool = False,
-        replace_backdrop: Literal["random", "photo"] = "random",
-        layout_phrases: list[str] | None = None,
     ):
         super().__init__()
-        check_replace_from_step(replace_from_step)
         self.photos = [scene] if isinstance(scene, SceneTensors) else list(scene)
-        self.dataset_kwargs = dict(
-            scene=scene, tokenizers=tokenizers, token_lengths=token_lengths, token_names=token_names,
-            token_ids=token_ids, seed=seed,
-            union_sampling=union_sampling, flip_p=flip_p, prompt_prefix=prompt_prefix,
-            class_images=class_images, class_prompt=class_prompt, solid_background=solid_background,
-            replace_p=replace_p, degrade_noise=degrade_noise, degrade_power=degrade_power,
-            replace_full_loss=replace_full_loss, replace_places=replace_places,
-            replace_origin_loss=replace_origin_loss, replace_backdrop=replace_backdrop, layout_phrases=layout_phrases,
-        )
-        self.total_steps = total_steps
-        self.replace_from_step = replace_from_step
-        self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.sample_inputs = (scene, tokenizers, token_names, token_ids)
+        self.settings, self.total_steps, self.seed = settings, total_steps, seed
+        self.class_images, self.class_prompt, self.token_lengths = class_images, class_prompt, token_lengths
         self.dataset: UnionSamplingDataset | None = None
+
+    def samples(self, length: int, offset: int = 0, replace_from: int = 0) -> UnionSamplingDataset:
+        """The samples from index `offset` on, as this datamodule draws them."""
+        return UnionSamplingDataset(
+            *self.sample_inputs, length=length, settings=self.settings, seed=self.seed, offset=offset,
+            replace_from=replace_from, class_images=self.class_images, class_prompt=self.class_prompt,
+            token_lengths=self.token_lengths,
+        )
 
     def _samples_per_step(self) -> int:
         """Samples that one optimizer step consumes across all ranks."""
         if self.trainer is None:
-            return self.batch_size
-        return self.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+            return self.settings.batch_size
+        return self.settings.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
         # Lightning counts a resumed epoch's batches from where the checkpoint stopped and ends the epoch at the
         # loader's length, so the loader keeps its full length and the stream starts at the restored step.
         done = self.trainer.global_step if self.trainer is not None else 0
-        self.dataset = UnionSamplingDataset(
-            length=max(self.total_steps, 1) * self._samples_per_step(), offset=done * self._samples_per_step(),
-            replace_from=self.replace_from_step * self._samples_per_step(), **self.dataset_kwargs,
-        )
+        per_step = self._samples_per_step()
+        self.dataset = self.samples(max(self.total_steps, 1) * per_step, done * per_step,
+                                    self.settings.replace_from_step * per_step)
+        workers = self.settings.num_workers
         return DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
+            batch_size=self.settings.batch_size,
             shuffle=False,  # every index is already an independent random draw
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=collate_union_samples,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
         )

@@ -16,46 +16,44 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from break_a_scene.checkpoints import check_checkpoint
-from break_a_scene.data import (
-    UnionSamplingDataModule,
-    check_layout_phrases,
-    check_replace_backdrop,
-    check_replace_from_step,
-    check_replace_places,
-)
+from break_a_scene.data import UnionSamplingDataModule
 from break_a_scene.errors import DiskFullError, UserInputError
 from break_a_scene.export import MANIFEST, check_export_target, check_lora_format
 from break_a_scene.families.base import ModelFamily
 from break_a_scene.model_folders import check_model_fits
 from break_a_scene.models import resolve_model_dir
 from break_a_scene.module import PHASE_KEY, BreakASceneModule
-from break_a_scene.optim import check_state_bits
 from break_a_scene.outputs import check_free_space, check_writable, free_bytes, is_disk_full
 from break_a_scene.precision import set_tf32
 from break_a_scene.prior import default_class_dir, ensure_class_images, list_class_images, load_class_images
 from break_a_scene.scene import Scene, ScenePhotos, load_scene, photo_folders, prepare_photos, scene_warnings
+from break_a_scene.settings import LoaderSettings, MethodSettings, OptimizerSettings
 from break_a_scene.tokens import default_token_names
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class Settings:
+    """The run's typed settings, built (and so checked) before anything else."""
+
+    method: MethodSettings
+    loader: LoaderSettings
+    optimizer: OptimizerSettings
+
+
+def check_settings(cfg: DictConfig) -> Settings:
+    """`method`, `data.loader` and `optimizer` as typed settings: every key checked, one line for a bad one."""
+    return Settings(instantiate(cfg.method), instantiate(cfg.data.loader), instantiate(cfg.optimizer))
+
+
+@dataclass
 class CheckedInputs:
+    settings: Settings
     scene: Scene | ScenePhotos
     components: ModelFamily
     token_names: list[str]
     initializer_words: list[str] | None
-
-
-def check_steps(method: DictConfig) -> None:
-    for key in ("phase1_steps", "phase2_steps"):
-        if method[key] < 0:
-            raise UserInputError(f"method.{key}={method[key]} is negative; use 0 or more steps.")
-    if method.phase1_steps + method.phase2_steps == 0:
-        raise UserInputError(
-            "method.phase1_steps and method.phase2_steps are both 0, so there is nothing to train. "
-            "The method's defaults are 400 and 400."
-        )
 
 
 def token_names(cfg: DictConfig, num_masks: int) -> list[str]:
@@ -121,12 +119,7 @@ def _load_scene(cfg: DictConfig) -> Scene | ScenePhotos:
 
 def check_inputs(cfg: DictConfig) -> CheckedInputs:
     """Everything that can be wrong with the settings or the inputs, reported before any work is done."""
-    check_steps(cfg.method)
-    check_replace_places(cfg.data.loader.replace_places)
-    check_replace_from_step(cfg.data.loader.replace_from_step)
-    check_replace_backdrop(cfg.data.loader.replace_backdrop)
-    check_layout_phrases(cfg.data.loader.layout_phrases)
-    check_state_bits(cfg.optimizer.get("state_bits", 32))
+    settings = check_settings(cfg)
     check_checkpoint(cfg.get("ckpt_path"), "bas-train with callbacks=checkpoint", PHASE_KEY)
     scene = _load_scene(cfg)
     names = token_names(cfg, scene.num_concepts)
@@ -135,7 +128,7 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     components = instantiate(cfg.model.components)
     components.check_resolution(cfg.data.resolution)
     components.check_new_tokens(names)
-    return CheckedInputs(scene, components, names, words)
+    return CheckedInputs(settings, scene, components, names, words)
 
 
 def _class_folder(cfg: DictConfig, components: ModelFamily) -> Path:
@@ -163,7 +156,7 @@ def check_outputs(cfg: DictConfig, components: ModelFamily) -> None:
                 f"another folder, or add overwrite=true to replace it."
             )
         check_lora_format(export.get("lora", "asset"))
-        _check_quantized_export(cfg.method.get("quantize_frozen"), export.get("lora", "asset"))
+        _check_quantized_export(cfg.method.quantize_frozen, export.get("lora", "asset"))
         lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
         if lora and export.get("lora", "asset") in ("asset", "both"):
             _check_reloadable(components, bool(cfg.method.get("quantize_frozen")))
@@ -256,18 +249,13 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSampl
         "model": inputs.components.source,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    try:
-        module: BreakASceneModule = instantiate(cfg.method)(
-            components=inputs.components, tokens=tokens, resolution=cfg.data.resolution,
-            optimizer=instantiate(cfg.optimizer), run_info=run_info,
-        )
-    except ValueError as err:  # e.g. no cross-attention layer at the requested resolution
-        raise UserInputError(str(err)) from None
-    datamodule: UnionSamplingDataModule = instantiate(cfg.data.loader)(
-        scene=photos, tokenizers=inputs.components.tokenizers, token_lengths=inputs.components.token_lengths,
-        token_names=tokens.names,
-        token_ids=tokens.ids, total_steps=module.total_steps, seed=cfg.seed,
-        class_images=class_images, class_prompt=cfg.data.prior_preservation.class_prompt,
+    settings = inputs.settings
+    module = BreakASceneModule(inputs.components, tokens, settings.method, cfg.data.resolution,
+                               optimizer=settings.optimizer, run_info=run_info)
+    datamodule = UnionSamplingDataModule(
+        photos, inputs.components.tokenizers, tokens.names, tokens.ids, module.total_steps, settings.loader,
+        seed=cfg.seed, class_images=class_images, class_prompt=cfg.data.prior_preservation.class_prompt,
+        token_lengths=inputs.components.token_lengths,
     )
     trainer = build_trainer(cfg, max_steps=module.total_steps)
     return trainer, module, datamodule

@@ -81,7 +81,7 @@ CASES = {
     "no_classes": "data.initializer_from_classes=true needs class names: a classes.txt",
     "token_exists": "placeholder token 'cat' already exists",
     "resolution": "data.resolution=60 cannot be taken",
-    "zero_steps": "method.phase1_steps and method.phase2_steps are both 0",
+    "zero_steps": "method.phase1_steps and method.phase2_steps: both are 0",
     "missing_weights": "'nobody/no-such-model' were not found",
     "huge_image": "is 20000x20000 pixels (400 MP), over the limit of 100 MP; shrink it first",
     "latin1_classes": "classes.txt' is not UTF-8 text (byte 0xe9 at offset 16",
@@ -89,13 +89,14 @@ CASES = {
     "image_and_photos": "holds both an image of its own (img.jpg) and photo subfolders (photo_b)",
     "unknown_choice": "Could not find 'memory/bogus'; choose one of 12gb, 16gb, 24gb, full, lora_bf16, qlora_nf4.",
     "removed_callback": "Could not override 'callbacks.phase_switch'.",
-    "ema_without_masked_loss": "method.lambda_ema_teacher splits the masked loss by concept: it needs "
+    "ema_without_masked_loss": "method.lambda_ema_teacher=0.2: it splits the masked loss by concept: it needs "
                                "method.masked_loss=true",
-    "ema_decay": "method.ema_decay=1.0 must be in [0, 1)",
-    "replace_places": "data.loader.replace_places=slots is not a choice: use random or scene.",
-    "replace_backdrop": "data.loader.replace_backdrop=scene is not a choice: use random or photo.",
-    "replace_from_step": "data.loader.replace_from_step=-1 must be a whole number of steps, 0 or more",
-    "layout_phrases": "data.loader.layout_phrases=on the left must be a list of phrases, one for each vertical band",
+    "ema_decay": "method.ema_decay=1.0: must be at least 0 and below 1.",
+    "replace_places": "data.loader.replace_places=slots: use one of random, scene.",
+    "replace_backdrop": "data.loader.replace_backdrop=scene: use one of random, photo.",
+    "replace_from_step": "data.loader.replace_from_step=-1: must be at least 0 (0: re-place from the start;",
+    "layout_phrases": "data.loader.layout_phrases=on the left: must be a list ([...]) of str, or null (one phrase "
+                      "for each vertical band",
     "unquoted_value": "cannot read the override 'data.prior_preservation.class_prompt=a photo (at the beach)'",
 }
 

@@ -31,7 +31,7 @@ def run(tmp_path, scene_dir, extra):
 def test_compiled_unet_gives_the_eager_losses(tmp_path, scene_dir):
     torch._dynamo.reset()
     eager, _ = run(tmp_path / "eager", scene_dir, [])
-    compiled, module = run(tmp_path / "compiled", scene_dir, ["method.compile_unet=default",
+    compiled, module = run(tmp_path / "compiled", scene_dir, ["method.compile_denoiser=default",
                                                               "method.compile_backend=aot_eager"])
     assert module.denoiser_forward is not module.unet.forward  # the step did go through torch.compile
     assert len(compiled) == 3 and all(attention > 0 for _, attention in compiled)

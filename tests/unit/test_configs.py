@@ -22,7 +22,7 @@ NEEDS_WEIGHTS = {"sd15", "sd21", "sd21_base", "sd21_base_arch", "sdxl", "sdxl_ar
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose_config("train", [f"{group}={option}"], tmp_path)
-    assert cfg.method._target_ == "break_a_scene.module.BreakASceneModule"
+    assert cfg.method._target_ == "break_a_scene.settings.MethodSettings"
     if group == "model" and option not in NEEDS_WEIGHTS:
         assert instantiate(cfg.model.components).denoiser is not None
     if group == "optimizer":
@@ -158,7 +158,7 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
     assert found == [phase1, phase2]
     assert (module.hparams.phase1_lr, module.hparams.phase2_lr) == lrs
     assert module.hparams.masked_loss is masked and (module.capture is not None) is attention
-    loader = datamodule.dataset_kwargs
+    loader = vars(datamodule.settings)
     assert loader["union_sampling"] is union and loader["solid_background"] is solid
     assert loader["replace_places"] == ("scene" if name == "seg_mix_swap" else "random")
     late = name in ("seg_mix_phase2", "seg_mix_origins", "seg_mix_backdrop", "seg_mix_layout", "beyond")
@@ -166,7 +166,7 @@ def test_each_variant_trains_what_it_says(name, tmp_path):
                                                               "seg_mix_layout", "beyond") else "random")
     thirds = [" on the left", " in the middle", " on the right"]
     assert loader["layout_phrases"] == (thirds if name in ("layout_captions", "seg_mix_layout", "beyond") else None)
-    assert datamodule.replace_from_step == (cfg.method.phase1_steps if late else 0)
+    assert datamodule.settings.replace_from_step == (cfg.method.phase1_steps if late else 0)
     assert loader["replace_origin_loss"] is (name == "seg_mix_origins")
     found_remedies = (loader["replace_p"], loader["replace_full_loss"], loader["degrade_noise"],
                       module.hparams.lambda_contrastive, module.hparams.lambda_ema_teacher, module.hparams.ema_decay)

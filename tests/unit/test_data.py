@@ -10,13 +10,13 @@ from break_a_scene.data import (
     UnionSamplingDataset,
     backdrop_colour,
     box_centre,
-    check_layout_phrases,
     collate_union_samples,
     layout_phrase,
     replace_concepts,
 )
 from break_a_scene.errors import UserInputError
 from break_a_scene.scene import SceneTensors
+from break_a_scene.settings import LoaderSettings
 
 NAMES = ["<asset0>", "<asset1>", "<asset2>"]
 
@@ -37,8 +37,10 @@ def asymmetric_scene(side=8):
     return SceneTensors(image=image, masks=masks)
 
 
-def dataset(tokenizer, length=3000, **kwargs):
-    return UnionSamplingDataset(asymmetric_scene(), [tokenizer], NAMES, [49408, 49409, 49410], length, seed=1, **kwargs)
+def dataset(tokenizer, length=3000, offset=0, replace_from=0, scene=None, **loader):
+    """The test scene's samples, drawn with `data.loader` settings `loader`."""
+    return UnionSamplingDataset(scene or asymmetric_scene(), [tokenizer], NAMES, [49408, 49409, 49410], length,
+                                LoaderSettings(**loader), seed=1, offset=offset, replace_from=replace_from)
 
 
 def test_union_sampling_statistics(tokenizer):
@@ -130,9 +132,9 @@ def test_layout_captions_follow_re_placed_concepts(tokenizer):
 
 @pytest.mark.parametrize("bad", ["on the left", 3, [], [" on the left", 1]])
 def test_layout_phrases_must_be_a_list_of_phrases(bad):
-    with pytest.raises(UserInputError, match="data.loader.layout_phrases=.* must be a list of phrases"):
-        check_layout_phrases(bad)
-    check_layout_phrases(OmegaConf.create({"x": THIRDS}).x)  # as the config gives it
+    with pytest.raises(UserInputError, match=r"data.loader.layout_phrases=.*: (must be a list|each item|give at le)"):
+        LoaderSettings(layout_phrases=bad)
+    assert LoaderSettings(layout_phrases=list(OmegaConf.create({"x": THIRDS}).x)).layout_phrases == THIRDS
 
 
 def test_layout_phrase_of_an_empty_mask_or_without_phrases_is_empty():
@@ -345,8 +347,9 @@ def test_replacement_from_a_step_leaves_the_samples_before_it_as_the_method_draw
 
 
 def test_the_datamodule_counts_the_replacement_start_in_samples(tokenizer):
+    settings = LoaderSettings(batch_size=2, replace_p=0.5, replace_full_loss=True, replace_from_step=3)
     module = UnionSamplingDataModule(asymmetric_scene(), [tokenizer], NAMES, [49408, 49409, 49410], total_steps=10,
-                                     batch_size=2, seed=1, replace_p=0.5, replace_full_loss=True, replace_from_step=3)
+                                     settings=settings, seed=1)
     batches = list(module.train_dataloader())
     assert module.dataset.replace_from == 6  # step 3 x 2 samples a step
     late = dataset(tokenizer, length=20, replace_p=0.5, replace_full_loss=True, replace_from=6)
@@ -420,6 +423,5 @@ def test_degradation_noises_outside_the_masks_and_fades_over_the_run(tokenizer):
         assert 0 < float(change.abs().max()) <= 1e-6 + strength * 6  # clamped to [-1, 1], bounded by the std
         assert item["latent_key"] is None
     # a resumed run's sample at the same global index fades by the same amount (offset counts the steps done)
-    resumed = UnionSamplingDataset(scene, [tokenizer], NAMES, [49408, 49409, 49410], 100, seed=1, offset=50,
-                                   flip_p=0.0, degrade_noise=0.5, degrade_power=2.0)
+    resumed = dataset(tokenizer, 100, offset=50, scene=scene, flip_p=0.0, degrade_noise=0.5, degrade_power=2.0)
     assert torch.equal(resumed[49]["pixel_values"], last["pixel_values"])

@@ -17,6 +17,7 @@ from omegaconf.errors import MissingMandatoryValue
 from break_a_scene.cli.run_folder import exit_with, undo_run
 from break_a_scene.errors import DiskFullError, UserInputError
 from break_a_scene.outputs import is_disk_full
+from break_a_scene.settings import RENAMED
 
 
 def _user_error(err: BaseException) -> UserInputError | None:
@@ -42,6 +43,10 @@ def _config_error_line(err: Exception) -> str:
                 f"quotes for Hydra inside the shell's, e.g. \"prompt='a photo of <asset0> on a table'\" "
                 f"({' '.join(err.message.split())}).")
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    renamed = [(old, new) for old, new in RENAMED.items() if f"'{old}'" in str(err)]
+    if renamed:
+        old, new = renamed[0]
+        return f"{old} is now {new}; give {new}=... instead."
     options = getattr(err, "options", None)
     if options:  # an unknown config choice: its group's options
         return f"{lines[0]}; choose one of {', '.join(options)}."
