@@ -18,7 +18,7 @@ from PIL import Image, ImageFilter
 from break_a_scene.config import ASSETS_DIR
 from break_a_scene.editing import edit
 from break_a_scene.scene import image_to_tensor
-from break_a_scene.toyworld.benchmark import _where
+from break_a_scene.toyworld.benchmark import slot_phrase
 from break_a_scene.toyworld.judges import load_judge, read_images
 from break_a_scene.toyworld.scenes import read_scene_json
 from break_a_scene.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, SLOTS, ToyObject, ToyScene, render
@@ -72,10 +72,10 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             picture.save(folder / "input.png")
             region.save(folder / "region.png")
-            prompt = f"a photo of {token} {_where(slot)} on a {background} background"
+            prompt = f"a photo of {token} {slot_phrase(slot)} on a {background} background"
             if args.describe_all:
-                prompt = (f"a photo of a {other.colour} {other.shape} {_where(other.slot)} and {token} {_where(slot)} "
-                          f"on a {background} background")
+                prompt = (f"a photo of a {other.colour} {other.shape} {slot_phrase(other.slot)} and {token} "
+                          f"{slot_phrase(slot)} on a {background} background")
             records = edit(str(args.pipeline), str(folder / "input.png"), str(folder / "region.png"), prompt,
                            str(folder), num_images=args.images, num_inference_steps=args.steps,
                            guidance_scale=args.guidance, progress=False)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
+from break_a_scene.devices import resolve_device
 from break_a_scene.errors import UserInputError
 from break_a_scene.export import check_export_files, read_manifest
 from break_a_scene.families.base import ModelFamily, family_named
@@ -52,12 +53,6 @@ def check_prompts(prompts: list[str], tokens: list[str]) -> None:
             )
         if not any(token in prompt for token in tokens):
             raise UserInputError(f"prompt {prompt!r} uses none of the learned tokens {tokens}; put one in it.")
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _asset_base(path: str | Path, base_model: str) -> Path:

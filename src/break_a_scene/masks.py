@@ -30,9 +30,9 @@ from break_a_scene.models import resolve_model_dir
 from break_a_scene.scene import (
     CLASSES_FILE,
     IMAGE_NAMES,
-    _folder_image,
-    _numbered_masks,
+    folder_image,
     load_scene,
+    numbered_masks,
     read_classes_file,
 )
 
@@ -68,7 +68,7 @@ class FoundMask:
 def _load(name_or_path: str, setting: str, auto_model, device: str):
     from transformers import AutoProcessor
 
-    from break_a_scene.generate import resolve_device
+    from break_a_scene.devices import resolve_device
 
     root = resolve_model_dir(name_or_path, setting=setting, expected=_SAVED_MODEL)
     try:
@@ -204,7 +204,7 @@ def scene_image(image: str | Path) -> Path:
     """A photo's path, or the image of a scene folder."""
     path = Path(image)
     if path.is_dir():
-        found = _folder_image(path)
+        found = folder_image(path)
         if found is None:
             raise UserInputError(f"folder '{path}' has no image: add one of {', '.join(IMAGE_NAMES)}.")
         return found
@@ -224,7 +224,7 @@ def check_scene_target(out_dir: Path, image_path: Path, class_names: list[str], 
     if not out_dir.is_dir():
         return
     image_name = _target_image_name(image_path)
-    stale = [path.name for number, path in _numbered_masks(out_dir) if number >= len(class_names)]
+    stale = [path.name for number, path in numbered_masks(out_dir) if number >= len(class_names)]
     if stale:
         raise UserInputError(f"'{out_dir}' holds {', '.join(stale)}, which a scene of {len(class_names)} classes "
                              f"would read as more concepts; choose another folder or move them away.")

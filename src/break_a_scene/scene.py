@@ -127,11 +127,11 @@ def read_mask(image: Image.Image, channel: str = "auto",
     return np.asarray(picture, dtype=np.float32) / 255.0, channel
 
 
-def _folder_image(folder: Path) -> Path | None:
+def folder_image(folder: Path) -> Path | None:
     return next((folder / name for name in IMAGE_NAMES if (folder / name).is_file()), None)
 
 
-def _numbered_masks(folder: Path) -> list[tuple[int, Path]]:
+def numbered_masks(folder: Path) -> list[tuple[int, Path]]:
     return sorted((int(match.group(1)), path) for path in folder.iterdir() if (match := _MASK_FILE.match(path.name)))
 
 
@@ -150,8 +150,8 @@ def photo_folders(folder: Path) -> list[Path]:
     folder is one photo. A folder that is both (an image of its own and photo subfolders) is refused: which
     the user meant cannot be told."""
     subfolders = sorted(sub for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith("."))
-    photos = [sub for sub in subfolders if _folder_image(sub) is not None]
-    own = _folder_image(folder)
+    photos = [sub for sub in subfolders if folder_image(sub) is not None]
+    own = folder_image(folder)
     if own is not None and photos:
         raise UserInputError(
             f"scene folder '{folder}' holds both an image of its own ({own.name}) and photo subfolders "
@@ -165,11 +165,11 @@ def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
     if not folder.is_dir():
         raise UserInputError(f"scene folder '{folder}' does not exist. Set data.scene.folder to a folder with "
                              f"img.jpg and mask0.png, mask1.png, ...")
-    image = _folder_image(folder)
+    image = folder_image(folder)
     if image is None:
         raise UserInputError(f"scene folder '{folder}' has no image: add one of {', '.join(IMAGE_NAMES)} (or, for "
                              f"several photos of the scene, one subfolder per photo holding its image and masks).")
-    numbered = _numbered_masks(folder)
+    numbered = numbered_masks(folder)
     if not numbered:
         raise UserInputError(f"scene folder '{folder}' has no masks: add mask0.png, mask1.png, ... (white = concept).")
     expected = list(range(len(numbered)))
@@ -205,14 +205,14 @@ def _load_photos(folder: Path, photos: list[Path], class_names: list[str] | None
     class_names = class_names if class_names is not None else _read_classes(folder)
     loaded = []
     for photo in photos:
-        numbered = _numbered_masks(photo)
+        numbered = numbered_masks(photo)
         if not numbered:
             raise UserInputError(f"photo folder '{photo}' has no masks: add mask<i>.png for each concept i it shows "
                                  f"(the same i as in the other photos).")
         if (photo / CLASSES_FILE).is_file():
             raise UserInputError(f"'{photo / CLASSES_FILE}': a several-photo scene names its concepts once, in "
                                  f"'{folder / CLASSES_FILE}'; move it there.")
-        image_path = _folder_image(photo)
+        image_path = folder_image(photo)
         picture, arrays = _read_photo(image_path, [path for _, path in numbered], mask_channel)
         loaded.append(Scene(picture, arrays, [str(path) for _, path in numbered], None, str(photo),
                             concepts=[i for i, _ in numbered]))
@@ -251,7 +251,7 @@ def load_scene(
         photos = photo_folders(root) if root.is_dir() else []
         if photos:
             return _load_photos(root, photos, class_names, mask_channel)
-        if auto_masks and root.is_dir() and not _numbered_masks(root):
+        if auto_masks and root.is_dir() and not numbered_masks(root):
             raise UserInputError(f"scene folder '{root}' has no masks: this config has data.scene.auto_masks=true, "
                                  f"so its masks are in the run's scene/ folder (the export's manifest names it); load "
                                  f"that folder.")

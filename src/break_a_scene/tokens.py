@@ -142,6 +142,21 @@ def sum_rows_by_id(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torc
     return unique, torch.zeros(len(unique), rows.shape[1], device=rows.device).index_add_(0, inverse, rows)
 
 
+def frozen_rows_grad_sq(ids: torch.Tensor, rows: torch.Tensor, world_size: int = 1,
+                        loss_scale: float | None = None) -> torch.Tensor:
+    """Squared norm of the frozen embedding rows' gradient (`TokenRowsEmbedding.take_frozen_rows_grad`) as the
+    whole matrix would hold it: averaged over ranks (as DDP averages), unscaled (as mixed precision unscales before
+    clipping)."""
+    if world_size > 1:
+        gathered = [None] * world_size
+        torch.distributed.all_gather_object(gathered, (ids.cpu(), rows.cpu()))
+        ids, rows = sum_rows_by_id(gathered)
+        rows = rows / world_size
+    if loss_scale is not None:
+        rows = rows / loss_scale
+    return rows.pow(2).sum()
+
+
 class TokenRowsEmbedding(torch.nn.Module):
     """The text encoder's input embedding with the placeholder rows held as their own (N, d) parameter.
 

@@ -84,6 +84,6 @@ def test_quantized_base_weights_refuse_a_fused_export_and_a_full_phase_two(scene
     with pytest.raises(Exception, match=r"method.quantize_frozen=nf4 holds the base weights quantized, and a "
                                         r"fused export would save them so; set callbacks.export.lora=asset"):
         train(compose_config("train", [*base, "variant=lora", "callbacks.export.lora=fused"], tmp_path / "a"))
-    with pytest.raises(Exception, match=r"this run trains the whole transformer and text encoders "
+    with pytest.raises(Exception, match=r"this run trains the whole denoiser and text encoders "
                                         r"\(phase2_trainable=all\); use variant=lora"):
         train(compose_config("train", [*base, "callbacks.export=null"], tmp_path / "b"))

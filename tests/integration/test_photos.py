@@ -16,7 +16,7 @@ def test_training_on_two_photos_mixes_them_in_a_batch(tmp_path):
     trainer, module, datamodule = build_run(cfg)
     trainer.fit(module, datamodule=datamodule)
     # each picture encoded once: both photos were seen, and no key names a photo the scene does not have
-    photos = {key.removesuffix("_flipped") for key in module.latent_cache}
+    photos = {key.removesuffix("_flipped") for key in module.latents.entries}
     assert photos == {"photo0", "photo1"}
     assert module.trainer.global_step == 6
     scene_picture = Image.open(tmp_path / "run" / "visuals" / "scene.png")

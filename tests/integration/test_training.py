@@ -229,21 +229,21 @@ def test_cached_latents_sample_what_encoding_samples(tmp_path, scene_dir):
                                    "data.prior_preservation.num_class_images=2",
                                    "data.prior_preservation.num_inference_steps=2"], tmp_path)
     trainer, module, datamodule = build_run(cfg)
-    assert module.latent_cache == {}
+    assert module.latents.entries == {}
     calls = []
     encode = module.vae.encode
     module.vae.encode = lambda pixels: calls.append(pixels.shape[0]) or encode(pixels)
     datamodule.trainer = None
-    from break_a_scene.data import UnionSamplingDataset, collate_union_samples
+    from break_a_scene.data import collate_union_samples
 
-    dataset = UnionSamplingDataset(length=8, **datamodule.dataset_kwargs)
+    dataset = datamodule.samples(8)
     for index in range(8):
         batch = collate_union_samples([dataset[index]])
         pixels = torch.cat([batch["pixel_values"], batch["class_pixel_values"]])
-        cached = module._posterior(pixels, batch["latent_keys"]).sample(torch.Generator().manual_seed(index))
+        cached = module.latents.posterior(pixels, batch["latent_keys"]).sample(torch.Generator().manual_seed(index))
         fresh = encode(pixels).latent_dist.sample(torch.Generator().manual_seed(index))
         torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=1e-5)  # batch vs one-at-a-time rounding
-    keys = set(module.latent_cache)
+    keys = set(module.latents.entries)
     assert keys <= {"scene", "scene_flipped", "class_0", "class_1"} and {"class_0", "class_1"} <= keys
     assert calls == [1] * len(keys)  # each picture encoded once, alone; later steps read the cache
 

@@ -39,7 +39,7 @@ def test_state_bits_other_than_32_or_8_are_refused_before_any_work():
 
 @pytest.mark.parametrize("max_norm", [1e-2, 1e3], ids=["active", "idle"])
 def test_clipping_with_nothing_extra_equals_torch_clip_grad_norm(max_norm):
-    from break_a_scene.module import clip_grad_norm_with_
+    from break_a_scene.optim import clip_grad_norm_with_
 
     generator = torch.Generator().manual_seed(0)
     grads = [torch.randn(shape, generator=generator) for shape in ((4, 3), (7,))]

@@ -79,7 +79,7 @@ def test_phase1_on_the_token_rows_equals_the_full_matrix_with_rows_restored(tiny
     """The released code trains the whole matrix, clips its whole gradient, and writes the other rows back
     after each step; training the rows alone, clipping with the frozen rows' gradient counted, is the same
     update (AdamW with weight decay), 3 steps, within 1e-6."""
-    from break_a_scene.module import clip_grad_norm_with_
+    from break_a_scene.optim import clip_grad_norm_with_
 
     tokens = add_placeholder_tokens(tiny.tokenizer, tiny.text_encoder, default_token_names(2), ["cup", "dog"])
     ids = tiny.tokenizer(["a photo of <asset1> and <asset0>", "a photo of <asset0>"], padding="max_length",

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 
 from break_a_scene.export import export_pipeline
-from break_a_scene.module import CallbackView
+from break_a_scene.run_view import CallbackView
 
 log = logging.getLogger(__name__)
 

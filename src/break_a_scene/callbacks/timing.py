@@ -8,7 +8,7 @@ import time
 import lightning as L
 import torch
 
-from break_a_scene.module import CallbackView
+from break_a_scene.run_view import CallbackView
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from break_a_scene.figures import colorize, grey, heatmap_overlay, labelled_grid, masks_overlay, tensor_to_image
 from break_a_scene.generate import default_prompts
 from break_a_scene.losses import normalize_by_max
-from break_a_scene.module import CallbackView
+from break_a_scene.run_view import CallbackView
 from break_a_scene.sampling import sample_images
 
 log = logging.getLogger(__name__)

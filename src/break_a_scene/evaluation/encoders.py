@@ -47,7 +47,7 @@ class ClipEncoder(torch.nn.Module):
         `local-dir:/path` (open_clip_config.json + weights) or `hf-hub:org/repo` from the local HF cache."""
         import open_clip
 
-        from break_a_scene.generate import resolve_device
+        from break_a_scene.devices import resolve_device
 
         device = resolve_device(device)
         try:
@@ -88,7 +88,7 @@ class DinoEncoder(torch.nn.Module):
     def load(cls, name_or_path: str = "facebook/dino-vitb16", device: str = "cpu") -> "DinoEncoder":
         from transformers import AutoImageProcessor, ViTModel
 
-        from break_a_scene.generate import resolve_device
+        from break_a_scene.devices import resolve_device
 
         device = resolve_device(device)
         try:
@@ -133,7 +133,7 @@ class DreamSimEncoder(torch.nn.Module):
     def load(cls, cache_dir: str, dreamsim_type: str = "open_clip_vitb32", device: str = "cpu") -> "DreamSimEncoder":
         from dreamsim import dreamsim
 
-        from break_a_scene.generate import resolve_device
+        from break_a_scene.devices import resolve_device
 
         folder = cls.check(cache_dir, dreamsim_type)
         model, _ = dreamsim(pretrained=True, device=resolve_device(device), cache_dir=str(folder),

@@ -72,7 +72,7 @@ class PanopticSegmenter:
              **kwargs) -> "PanopticSegmenter":
         from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
 
-        from break_a_scene.generate import resolve_device
+        from break_a_scene.devices import resolve_device
 
         device = resolve_device(device)
         try:

@@ -233,6 +233,14 @@ class ModelFamily:
         ids = [torch.tensor(t.convert_tokens_to_ids(tokens)).expand(len(prompts), -1) for t in tokenizers]
         return cls.key_positions(tokenize_all(tokenizers, prompts, lengths), ids, lengths)
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the denoiser's and the text encoders' activations in the backward pass instead of keeping
+        them."""
+        self.denoiser.enable_gradient_checkpointing()
+        for encoder in self.text_encoders:
+            enable = getattr(encoder, "activation_checkpointing_enable", None)  # transformers >= 5
+            (enable or encoder.gradient_checkpointing_enable)()
+
     def parts(self) -> list[torch.nn.Module]:
         """Every module with weights: the text encoders, the VAE and the denoiser."""
         return [*self.text_encoders, self.vae, self.denoiser]

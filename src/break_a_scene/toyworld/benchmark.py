@@ -32,7 +32,7 @@ class ToyPrompt:
     scene_objects: tuple[ToyObject, ...]  # every object of the scene the tokens were learned from
 
 
-def _where(slot: str) -> str:
+def slot_phrase(slot: str) -> str:
     return "in the middle" if slot == "middle" else f"on the {slot}"
 
 
@@ -47,13 +47,13 @@ def benchmark_prompts(scene: ToyScene, tokens: list[str], per_subset: int = 2, s
                 slots = sorted(rng.sample(SLOTS, k), key=SLOTS.index)
                 order = rng.sample(subset, k)
                 objects = tuple(replace(scene.objects[i], slot=s) for i, s in zip(order, slots))
-                phrase = " and ".join(f"{tokens[i]} {_where(s)}" for i, s in zip(order, slots))
+                phrase = " and ".join(f"{tokens[i]} {slot_phrase(s)}" for i, s in zip(order, slots))
                 prompts.append(ToyPrompt(f"a photo of {phrase} on a {background} background",
                                          tuple(tokens[i] for i in order), objects, background, scene.objects))
     return prompts
 
 
-_SLOT_BY_PHRASE = {_where(slot): slot for slot in SLOTS}
+_SLOT_BY_PHRASE = {slot_phrase(slot): slot for slot in SLOTS}
 _PLACED = re.compile(r"(<[^>]+>) (" + "|".join(map(re.escape, _SLOT_BY_PHRASE)) + ")")
 _BACKGROUND = re.compile(r"on an? (\w+) background")
 
