@@ -77,9 +77,9 @@ def child_classes(args, payload=None) -> dict:
     from break_a_scene.training import check_inputs, prepare_class_images
 
     cfg = compose("train", model_overrides(args), args.work / "classes")
-    components = check_inputs(cfg).components
+    family = check_inputs(cfg).family
     start = time.perf_counter()
-    images = prepare_class_images(cfg, components)
+    images = prepare_class_images(cfg, family)
     return {"seconds": time.perf_counter() - start, "count": len(images)}
 
 

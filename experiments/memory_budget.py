@@ -46,32 +46,32 @@ def budget(cfg) -> dict[str, float]:
 
     from break_a_scene.precision import autocast_dtype
 
-    components = instantiate(cfg.model.components, device="meta")
+    family = instantiate(cfg.model.components, device="meta")
     method = cfg.method
     low = autocast_dtype(cfg.trainer.precision) is not None and method.low_precision_frozen
     held = 2 if low else 4
     adam = 2 if cfg.optimizer.get("state_bits", 32) == 8 else 8
     per_trained = 4 + 4 + adam  # float32 weight and gradient, two moments
-    encoders = components.named_text_encoders()
+    encoders = family.named_text_encoders()
     trained = frozen = 0.0
     quantize = method.get("quantize_frozen")
     if method.phase2_trainable == "lora":
         lora = method.lora
-        adapters = lora_parameters(components.denoiser, list(lora.target_modules), lora.rank)
+        adapters = lora_parameters(family.denoiser, list(lora.target_modules), lora.rank)
         if lora.text_encoders:
             adapters += sum(lora_parameters(e, list(lora.text_encoder_target_modules), lora.rank)
-                            for name, e in encoders if name in components.lora_text_encoders)
+                            for name, e in encoders if name in family.lora_text_encoders)
         trained += adapters * per_trained
-        frozen += sum(frozen_bytes(m, held, quantize) for m in [components.denoiser, *(e for _, e in encoders)])
+        frozen += sum(frozen_bytes(m, held, quantize) for m in [family.denoiser, *(e for _, e in encoders)])
     else:
-        trained += sum(p.numel() for p in components.denoiser.parameters()) * per_trained
+        trained += sum(p.numel() for p in family.denoiser.parameters()) * per_trained
         for _, encoder in encoders:
             count = sum(p.numel() for p in encoder.parameters())
             if method.freeze_text_encoder:
                 frozen += count * held
             else:
                 trained += count * per_trained
-    frozen += sum(p.numel() for p in components.vae.parameters()) * held
+    frozen += sum(p.numel() for p in family.vae.parameters()) * held
     return {"frozen": frozen / GIB, "trained": trained / GIB, "total": (frozen + trained) / GIB}
 
 

@@ -62,7 +62,7 @@ def tiny_export(tmp_path_factory) -> Path:
     tests copy it before changing it."""
     from break_a_scene.export import export_pipeline
 
-    components = tiny_components()
-    tokens = components.add_placeholder_tokens(["<asset0>"])
+    family = tiny_components()
+    tokens = family.add_placeholder_tokens(["<asset0>"])
     manifest = {"tokens": tokens.names, "token_ids": tokens.ids, "resolution": 64, "attention_resolution_divisor": 4}
-    return export_pipeline(components, tmp_path_factory.mktemp("export") / "pipeline", manifest)
+    return export_pipeline(family, tmp_path_factory.mktemp("export") / "pipeline", manifest)

@@ -61,13 +61,13 @@ class KillDuringExport(L.Callback):
     has moved them into place."""
 
     def on_fit_start(self, trainer, module) -> None:
-        original = module.components.save_pipeline
+        original = module.family.save_pipeline
 
         def save_then_die(*args, **kwargs):
             original(*args, **kwargs)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        module.components.save_pipeline = save_then_die
+        module.family.save_pipeline = save_then_die
 
 
 def run_entry(main, argv: list[str], capsys) -> tuple[int, str]:

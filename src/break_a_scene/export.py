@@ -24,17 +24,17 @@ def check_lora_format(lora: str) -> None:
         raise UserInputError(f"callbacks.export.lora={lora!r}; use one of {', '.join(LORA_FORMATS)}.")
 
 
-def export_pipeline(components: ModelFamily, path: str | Path, manifest: dict, lora: str = "asset") -> Path:
+def export_pipeline(family: ModelFamily, path: str | Path, manifest: dict, lora: str = "asset") -> Path:
     """Write the export and its manifest to a temporary sibling, then move it into place in one rename.
 
     A model with LoRA adapters writes, by `lora`: the asset alone (manifest format "lora_asset", with the
     base model to load it onto), the fused full pipeline, or both in one folder."""
     check_lora_format(lora)
-    adapted = bool(adapted_modules(components))
+    adapted = bool(adapted_modules(family))
     asset, fused = adapted and lora in ("asset", "both"), not adapted or lora in ("fused", "both")
-    manifest = {**manifest, "format": "pipeline" if fused else "lora_asset", "family": components.qualified_name()}
+    manifest = {**manifest, "format": "pipeline" if fused else "lora_asset", "family": family.qualified_name()}
     if asset:
-        manifest["base_model"] = components.source
+        manifest["base_model"] = family.source
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(final)
@@ -43,10 +43,10 @@ def export_pipeline(components: ModelFamily, path: str | Path, manifest: dict, l
         staging.mkdir()
         with quiet_loading(logs=False):
             if asset:
-                save_lora_asset(components, manifest.get("encoder_token_ids") or [manifest["token_ids"]], staging)
+                save_lora_asset(family, manifest.get("encoder_token_ids") or [manifest["token_ids"]], staging)
             if fused:
-                with merged_lora(components):
-                    components.save_pipeline(staging)
+                with merged_lora(family):
+                    family.save_pipeline(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         _readable_like_the_manifest(staging)
         check_export_target(final)

@@ -44,15 +44,15 @@ def _config(settings: LoraSettings, targets: list[str]):
                       target_modules=list(targets), use_dora=settings.dora)
 
 
-def add_lora(components: ModelFamily, settings: LoraSettings) -> None:
+def add_lora(family: ModelFamily, settings: LoraSettings) -> None:
     """Adapters on the denoiser (and with `text_encoders`, on the family's `lora_text_encoders`); B starts at
     zero, so the model computes exactly what it did before."""
-    components.denoiser.add_adapter(_config(settings, settings.target_modules))
+    family.denoiser.add_adapter(_config(settings, settings.target_modules))
     if settings.text_encoders:  # through peft itself: transformers' add_adapter asks for a newer peft
         from peft import inject_adapter_in_model
 
-        for name, encoder in components.named_text_encoders():
-            if name not in components.lora_text_encoders:
+        for name, encoder in family.named_text_encoders():
+            if name not in family.lora_text_encoders:
                 continue
             config = _config(settings, settings.text_encoder_target_modules)
             inject_adapter_in_model(config, encoder)
@@ -63,27 +63,27 @@ def lora_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [param for name, param in module.named_parameters() if ".lora_" in name]
 
 
-def adapted_modules(components: ModelFamily) -> dict[str, torch.nn.Module]:
+def adapted_modules(family: ModelFamily) -> dict[str, torch.nn.Module]:
     """{pipeline attribute: module} of the parts that carry LoRA adapters."""
-    parts = {components.denoiser_name: components.denoiser, **dict(components.named_text_encoders())}
+    parts = {family.denoiser_name: family.denoiser, **dict(family.named_text_encoders())}
     return {name: module for name, module in parts.items() if lora_parameters(module)}
 
 
-def save_lora_asset(components: ModelFamily, encoder_token_ids: list[list[int]], folder: Path) -> None:
+def save_lora_asset(family: ModelFamily, encoder_token_ids: list[list[int]], folder: Path) -> None:
     """The token rows of every text encoder (each at its own ids: `PlaceholderTokens.encoder_ids`) and the LoRA
     weights (with their rank and alpha) into `folder`."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    ids = encoder_token_ids if len(encoder_token_ids) > 1 else encoder_token_ids * len(components.text_encoders)
+    ids = encoder_token_ids if len(encoder_token_ids) > 1 else encoder_token_ids * len(family.text_encoders)
     rows = {name: encoder.get_input_embeddings().weight[token_ids].detach().float().cpu().contiguous()
-            for (name, encoder), token_ids in zip(components.named_text_encoders(), ids)}
+            for (name, encoder), token_ids in zip(family.named_text_encoders(), ids)}
     save_file(rows, str(folder / TOKEN_EMBEDDINGS))
     kwargs = {}
-    for name, module in adapted_modules(components).items():
+    for name, module in adapted_modules(family).items():
         kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
         kwargs[f"{name}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
-    components.pipeline_class.save_lora_weights(str(folder), weight_name=LORA_WEIGHTS, **kwargs)
+    family.pipeline_class.save_lora_weights(str(folder), weight_name=LORA_WEIGHTS, **kwargs)
 
 
 def load_lora_asset(pipe, folder: str | Path, tokens: list[str]) -> None:
@@ -119,26 +119,26 @@ def _plain_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def merged_lora(components: ModelFamily):
-    """Within the block the components hold plain modules with the adapters merged into their weights (what
+def merged_lora(family: ModelFamily):
+    """Within the block the family holds plain modules with the adapters merged into their weights (what
     a fused export saves); afterwards the adapters are back and the base weights are bit for bit as before."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    adapted = adapted_modules(components)
+    adapted = adapted_modules(family)
     layers = [m for module in adapted.values() for m in module.modules() if isinstance(m, BaseTunerLayer)]
     originals = [layer.get_base_layer().weight.detach().clone() for layer in layers]
     for layer in layers:
         layer.merge()
-    saved = {name: getattr(components, name) for name in adapted}
+    saved = {name: getattr(family, name) for name in adapted}
     try:
-        with plain_token_embeddings(components.text_encoders):  # the learned rows as saving wants them
+        with plain_token_embeddings(family.text_encoders):  # the learned rows as saving wants them
             copies = {name: _plain_copy(module) for name, module in adapted.items()}
         for name, module in copies.items():
-            setattr(components, name, module)
-        yield components
+            setattr(family, name, module)
+        yield family
     finally:
         for name, module in saved.items():
-            setattr(components, name, module)
+            setattr(family, name, module)
         for layer, original in zip(layers, originals):
             layer.unmerge()
             layer.get_base_layer().weight.data.copy_(original)

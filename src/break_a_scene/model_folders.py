@@ -39,9 +39,9 @@ def available_memory(device: str) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def counted_parameters(components: DictConfig) -> int:
+def counted_parameters(config: DictConfig) -> int:
     """How many parameters a `build` model config makes, counted on the meta device (no memory, seconds)."""
-    meta = OmegaConf.create(OmegaConf.to_container(components, resolve=True))
+    meta = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
     with open_dict(meta):
         meta.device = "meta"
     with quiet_loading():
@@ -49,14 +49,14 @@ def counted_parameters(components: DictConfig) -> int:
     return sum(p.numel() for part in family.parts() for p in part.parameters())
 
 
-def check_model_fits(components: DictConfig) -> None:
+def check_model_fits(config: DictConfig) -> None:
     """Refuse, before any weight is made, a model config whose float32 weights alone do not fit the memory of
     the device it builds them on. Only configs that name a `device` (the full-size `*_arch` ones) are counted:
     a loaded model's size is its files', and the tiny configs fit anywhere."""
-    if "device" not in components or not str(components.get("_target_", "")).endswith(".build"):
+    if "device" not in config or not str(config.get("_target_", "")).endswith(".build"):
         return
-    device = str(components.device)
-    needed = counted_parameters(components) * FLOAT32_BYTES
+    device = str(config.device)
+    needed = counted_parameters(config) * FLOAT32_BYTES
     free = available_memory(device)
     if needed > free:
         raise UserInputError(
@@ -74,14 +74,14 @@ def loading_configs(family: type[ModelFamily], conf_dir: Path) -> list[str]:
     target = f"{family.__module__}.{family.__qualname__}.load"
     found = []
     for file in sorted((conf_dir / "model").glob("*.yaml")):
-        components = OmegaConf.to_container(OmegaConf.load(file), resolve=False).get("components")
-        if isinstance(components, dict) and components.get("_target_") == target:
-            shipped = "bas.asset" in str(components.get("pretrained_model_name_or_path", ""))
+        config = OmegaConf.to_container(OmegaConf.load(file), resolve=False).get("components")
+        if isinstance(config, dict) and config.get("_target_") == target:
+            shipped = "bas.asset" in str(config.get("pretrained_model_name_or_path", ""))
             found.append((shipped, file.stem))
     return [name for _, name in sorted(found)]
 
 
-def save_model(components: DictConfig, out: str | Path) -> tuple[ModelFamily, Path]:
+def save_model(config: DictConfig, out: str | Path) -> tuple[ModelFamily, Path]:
     """Build or load the configured model and write it as a diffusers pipeline folder at `out` (a new folder:
     written beside it, then moved into place, so a stopped command leaves no half folder)."""
     final = Path(out)
@@ -89,8 +89,8 @@ def save_model(components: DictConfig, out: str | Path) -> tuple[ModelFamily, Pa
         raise UserInputError(f"out='{final}' exists; bas-save-model writes a new folder and replaces nothing. Choose "
                              f"another path for out, or move that folder away.")
     check_writable(final.parent, "out")
-    check_model_fits(components)
-    family: ModelFamily = instantiate(components)
+    check_model_fits(config)
+    family: ModelFamily = instantiate(config)
     weights = sum(p.numel() * p.element_size() for part in family.parts() for p in part.parameters())
     check_free_space(final.parent, weights, "out", "the model folder")
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")

@@ -41,7 +41,7 @@ EMA_KEY = "break_a_scene_ema_teacher"  # the EMA teacher's moved weights, in pha
 
 
 class BreakASceneModule(L.LightningModule):
-    def __init__(self, components: ModelFamily, tokens: PlaceholderTokens, method: MethodSettings, resolution: int,
+    def __init__(self, family: ModelFamily, tokens: PlaceholderTokens, method: MethodSettings, resolution: int,
                  optimizer: OptimizerFactory = OptimizerSettings(), run_info: dict | None = None):
         super().__init__()
         self.save_hyperparameters(method.as_dict())  # in checkpoints and loggers, as plain values
@@ -49,16 +49,16 @@ class BreakASceneModule(L.LightningModule):
         self.run_info = dict(run_info or {})  # what the export's manifest and W&B record about the run
         self.facts = RunFacts(tokens, resolution, method.attention_resolution_divisor, method.phase1_steps,
                               method.phase2_steps, self.run_info)
-        for name, encoder in components.named_text_encoders():  # text_encoder (and text_encoder_2 for SDXL)
+        for name, encoder in family.named_text_encoders():  # text_encoder (and text_encoder_2 for SDXL)
             setattr(self, name, encoder)
-        self.text_encoders = components.text_encoders  # a plain list: the attributes above register them
-        self.vae = components.vae
-        setattr(self, components.denoiser_name, components.denoiser)  # "unet" or "transformer" in checkpoints
-        self.components, self.tokens, self.optimizer_factory = components, tokens, optimizer
+        self.text_encoders = family.text_encoders  # a plain list: the attributes above register them
+        self.vae = family.vae
+        setattr(self, family.denoiser_name, family.denoiser)  # "unet" or "transformer" in checkpoints
+        self.family, self.tokens, self.optimizer_factory = family, tokens, optimizer
         self.phase = self.plan.phase_at(0)
         self.frozen_weights: FrozenWeights | None = None  # set at fit start under mixed precision
         self.denoiser_forward = self.denoiser.forward  # the step's denoiser call; compiled at fit start on request
-        self.plan.adapt(components)
+        self.plan.adapt(family)
         for index, encoder in enumerate(self.text_encoders):
             split_token_rows(encoder, tokens.ids_in(index))
         # the contrastive loss's anchors: the rows as they start (rebuilt alike when a run resumes)
@@ -68,16 +68,16 @@ class BreakASceneModule(L.LightningModule):
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
         # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
         self._set_trainable()
-        self.attention_resolution = components.latent_size(resolution) // method.attention_resolution_divisor
+        self.attention_resolution = family.latent_size(resolution) // method.attention_resolution_divisor
         self.latents = LatentCache(self.vae, method.cache_latents)
         self.capture = self._attention_capture() if method.lambda_attention > 0 else None
         if method.gradient_checkpointing:
-            components.enable_gradient_checkpointing()
+            family.enable_gradient_checkpointing()
 
     def _attention_capture(self) -> AttentionCapture:
         method = self.method
         try:
-            capture = self.components.attention_capture(self.components.latent_size(self.facts.resolution),
+            capture = self.family.attention_capture(self.family.latent_size(self.facts.resolution),
                                                         self.attention_resolution,
                                                         released=method.attention_capture == "released")
         except ValueError as err:  # e.g. no cross-attention layer at the requested side: the settings, not us
@@ -89,7 +89,7 @@ class BreakASceneModule(L.LightningModule):
     @property
     def denoiser(self) -> torch.nn.Module:
         """The UNet or transformer (registered under the family's name for it, so checkpoints keep theirs)."""
-        return self.components.denoiser
+        return self.family.denoiser
 
     @property
     def total_steps(self) -> int:
@@ -120,13 +120,13 @@ class BreakASceneModule(L.LightningModule):
                  self.plan.trainable(self.phase))
 
     def _set_trainable(self) -> None:
-        self.plan.set_trainable(self.phase, self.components, self.token_rows)
+        self.plan.set_trainable(self.phase, self.family, self.token_rows)
         if self.frozen_weights is not None:
             self.frozen_weights.update(castable_parameters(self))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self._set_trainable()
-        return self.plan.optimizer(self.phase, self.components, self.token_rows, self.optimizer_factory)
+        return self.plan.optimizer(self.phase, self.family, self.token_rows, self.optimizer_factory)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by the norm that the released code's whole-matrix gradient has: the trainable gradients plus
@@ -211,7 +211,7 @@ class BreakASceneModule(L.LightningModule):
             self.capture.remove()
 
     @contextlib.contextmanager
-    def inference_components(self):
+    def inference_family(self):
         """The model parts in eval mode and with the attention processors they had before training (the
         training capture out), for sampling during training and for the export; put back afterwards."""
         capturing = self.capture is not None and self.capture.installed
@@ -222,7 +222,7 @@ class BreakASceneModule(L.LightningModule):
         mixed = self.frozen_weights is not None  # some weights are in the low dtype: compute as training does
         try:
             with torch.autocast(self.device.type, dtype=self.frozen_weights.dtype if mixed else None, enabled=mixed):
-                yield self.components
+                yield self.family
         finally:
             self.train(was_training)
             if capturing:
@@ -241,7 +241,7 @@ class BreakASceneModule(L.LightningModule):
         # the step's randomness comes from the batch (its first sample's seed), not from a global RNG state,
         # so a resumed run draws exactly what an uninterrupted one would
         generator = torch.Generator(device=pixels.device).manual_seed(batch["noise_seed"][0])
-        family = self.components
+        family = self.family
         with torch.no_grad():
             sample = self.latents.posterior(pixels, batch["latent_keys"]).sample(generator=generator)
             latents = (sample - family.latent_shift) * family.latent_scale

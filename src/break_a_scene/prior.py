@@ -32,7 +32,7 @@ def list_class_images(folder: Path) -> list[Path]:
 
 
 def ensure_class_images(
-    components: ModelFamily,
+    family: ModelFamily,
     folder: str | Path,
     count: int,
     prompt: str,
@@ -51,12 +51,12 @@ def ensure_class_images(
     missing = count - len(existing)
     log.info("generating %d class images for %r into %s", missing, prompt, folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = components.pipeline().to(device)
+    pipe = family.pipeline().to(device)
     first = len(existing)
     seeds = [seed * 100_003 + first + i for i in range(missing)]
     for index, sample in enumerate(
         sample_images(pipe, [prompt] * missing, seeds, resolution, num_inference_steps, guidance_scale, batch_size,
-                      family=type(components))
+                      family=type(family))
     ):
         target = folder / f"class_{first + index:05d}.png"
         staging = target.with_suffix(f".partial-{os.getpid()}.png")

@@ -43,7 +43,7 @@ class CallbackView(Protocol):
     phase: int
     device: torch.device
 
-    def inference_components(self) -> AbstractContextManager[ModelFamily]: ...
+    def inference_family(self) -> AbstractContextManager[ModelFamily]: ...
 
 
 @dataclass

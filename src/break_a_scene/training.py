@@ -51,7 +51,7 @@ def check_settings(cfg: DictConfig) -> Settings:
 class CheckedInputs:
     settings: Settings
     scene: Scene | ScenePhotos
-    components: ModelFamily
+    family: ModelFamily
     token_names: list[str]
     initializer_words: list[str] | None
 
@@ -125,20 +125,20 @@ def check_inputs(cfg: DictConfig) -> CheckedInputs:
     names = token_names(cfg, scene.num_concepts)
     words = _initializer_words(cfg, scene)
     check_model_fits(cfg.model.components)
-    components = instantiate(cfg.model.components)
-    components.check_resolution(cfg.data.resolution)
-    components.check_new_tokens(names)
-    return CheckedInputs(settings, scene, components, names, words)
+    family = instantiate(cfg.model.components)
+    family.check_resolution(cfg.data.resolution)
+    family.check_new_tokens(names)
+    return CheckedInputs(settings, scene, family, names, words)
 
 
-def _class_folder(cfg: DictConfig, components: ModelFamily) -> Path:
+def _class_folder(cfg: DictConfig, family: ModelFamily) -> Path:
     prior = cfg.data.prior_preservation
     return Path(prior.class_data_dir or default_class_dir(
-        cfg.paths.cache_dir, components.source, prior.class_prompt, cfg.data.resolution
+        cfg.paths.cache_dir, family.source, prior.class_prompt, cfg.data.resolution
     ))
 
 
-def check_outputs(cfg: DictConfig, components: ModelFamily) -> None:
+def check_outputs(cfg: DictConfig, family: ModelFamily) -> None:
     """Every folder the run will write is writable, and the export replaces nothing that is not ours to
     replace, all found before any work is done."""
     for group in ("callbacks", "logger"):
@@ -159,12 +159,12 @@ def check_outputs(cfg: DictConfig, components: ModelFamily) -> None:
         _check_quantized_export(cfg.method.quantize_frozen, export.get("lora", "asset"))
         lora = "lora" in (cfg.method.phase1_trainable, cfg.method.phase2_trainable)
         if lora and export.get("lora", "asset") in ("asset", "both"):
-            _check_reloadable(components, bool(cfg.method.get("quantize_frozen")))
-        _check_room(components, target)
+            _check_reloadable(family, bool(cfg.method.get("quantize_frozen")))
+        _check_room(family, target)
     prior = cfg.data.prior_preservation
     if prior.enabled and prior.generate_missing:
         setting = "data.prior_preservation.class_data_dir" if prior.class_data_dir else "paths.cache_dir"
-        check_writable(_class_folder(cfg, components), setting)
+        check_writable(_class_folder(cfg, family), setting)
 
 
 def _check_quantized_export(quantize: str | None, lora: str) -> None:
@@ -183,36 +183,36 @@ def _check_quantized_export(quantize: str | None, lora: str) -> None:
         )
 
 
-def _check_room(components: ModelFamily, export_target: Path) -> None:
+def _check_room(family: ModelFamily, export_target: Path) -> None:
     """The export's disk can hold it (the model's weights; a LoRA asset is smaller). Checkpoints are not
     counted: a disk that fills up with them stops the run with what to free and how to resume."""
-    weights = sum(p.numel() * p.element_size() for part in components.parts() for p in part.parameters())
+    weights = sum(p.numel() * p.element_size() for part in family.parts() for p in part.parameters())
     check_free_space(export_target, weights, "callbacks.export.dirpath", "the export")
 
 
-def _check_reloadable(components: ModelFamily, quantized: bool) -> None:
+def _check_reloadable(family: ModelFamily, quantized: bool) -> None:
     """A LoRA asset is loaded onto its base model later, so the base must be one that can be loaded again."""
     try:
-        resolve_model_dir(components.source)
+        resolve_model_dir(family.source)
     except UserInputError:
         save = ("save the model as a folder first (`bas-save-model model=<this model config> out=models/base`) and "
                 "train on that folder (bas-save-model names the model config that loads it)")
         fused = "" if quantized else "set callbacks.export.lora=fused (a full pipeline), or "
         raise UserInputError(
-            f"a LoRA phase 2 exports an asset for its base model, but the model '{components.source}' was not "
+            f"a LoRA phase 2 exports an asset for its base model, but the model '{family.source}' was not "
             f"loaded from a directory or the Hugging Face cache, so the asset could not be used; {fused}{save}."
         ) from None
 
 
-def prepare_class_images(cfg: DictConfig, components: ModelFamily):
+def prepare_class_images(cfg: DictConfig, family: ModelFamily):
     """The prior-preservation class images as a tensor (generated once into the cache when missing), or None."""
     prior = cfg.data.prior_preservation
     if not prior.enabled:
         return None
-    folder = _class_folder(cfg, components)
+    folder = _class_folder(cfg, family)
     if prior.generate_missing:
         paths = ensure_class_images(
-            components, folder, prior.num_class_images, prior.class_prompt, cfg.data.resolution,
+            family, folder, prior.num_class_images, prior.class_prompt, cfg.data.resolution,
             prior.num_inference_steps, prior.guidance_scale, prior.sample_batch_size, cfg.seed,
         )
     else:
@@ -229,33 +229,33 @@ def prepare_class_images(cfg: DictConfig, components: ModelFamily):
 def build_run(cfg: DictConfig) -> tuple[L.Trainer, BreakASceneModule, UnionSamplingDataModule]:
     """Check the inputs, then build the module, datamodule and trainer of one training run."""
     inputs = check_inputs(cfg)
-    check_outputs(cfg, inputs.components)
+    check_outputs(cfg, inputs.family)
     photos = prepare_photos(inputs.scene, cfg.data.resolution, background=cfg.data.background_token)
-    attention_side = inputs.components.latent_size(cfg.data.resolution) // cfg.method.attention_resolution_divisor
+    attention_side = inputs.family.latent_size(cfg.data.resolution) // cfg.method.attention_resolution_divisor
     sources = [p.source for p in inputs.scene.photos] if isinstance(inputs.scene, ScenePhotos) else [None]
     for source, photo in zip(sources, photos):
         for warning in scene_warnings(photo, inputs.token_names, attention_side):
             log.warning(f"{source}: {warning}" if source else warning)
     L.seed_everything(cfg.seed, workers=True)
     set_tf32(cfg.get("tf32", True))
-    class_images = prepare_class_images(cfg, inputs.components)
-    tokens = inputs.components.add_placeholder_tokens(inputs.token_names, inputs.initializer_words)
+    class_images = prepare_class_images(cfg, inputs.family)
+    tokens = inputs.family.add_placeholder_tokens(inputs.token_names, inputs.initializer_words)
     class_names = inputs.scene.class_names
     if class_names is not None and cfg.data.background_token:
         class_names = [*class_names, "background"]
     run_info = {
         "class_names": class_names,
         "scene": inputs.scene.source,
-        "model": inputs.components.source,
+        "model": inputs.family.source,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     settings = inputs.settings
-    module = BreakASceneModule(inputs.components, tokens, settings.method, cfg.data.resolution,
+    module = BreakASceneModule(inputs.family, tokens, settings.method, cfg.data.resolution,
                                optimizer=settings.optimizer, run_info=run_info)
     datamodule = UnionSamplingDataModule(
-        photos, inputs.components.tokenizers, tokens.names, tokens.ids, module.total_steps, settings.loader,
+        photos, inputs.family.tokenizers, tokens.names, tokens.ids, module.total_steps, settings.loader,
         seed=cfg.seed, class_images=class_images, class_prompt=cfg.data.prior_preservation.class_prompt,
-        token_lengths=inputs.components.token_lengths,
+        token_lengths=inputs.family.token_lengths,
     )
     trainer = build_trainer(cfg, max_steps=module.total_steps)
     return trainer, module, datamodule

@@ -37,10 +37,10 @@ def model_cases() -> list[ModelCase]:
     cases = []
     for file in sorted((REPO / "conf" / "model").glob("*.yaml")):
         raw = OmegaConf.to_container(OmegaConf.load(file), resolve=False)
-        components = raw.get("components") or {}
-        target = str(components.get("_target_", ""))
-        shipped = "bas.asset" in str(components.get("pretrained_model_name_or_path", ""))
-        tiny = target.endswith(".build") and "device" not in components
+        config = raw.get("components") or {}
+        target = str(config.get("_target_", ""))
+        shipped = "bas.asset" in str(config.get("pretrained_model_name_or_path", ""))
+        tiny = target.endswith(".build") and "device" not in config
         if shipped or tiny:
             family = get_method(target).__self__
             cases.append(ModelCase(file.stem, family, shipped, int(raw["resolution"])))

@@ -52,8 +52,8 @@ def test_the_slurm_launcher_off_a_cluster_is_one_line(tmp_path, monkeypatch):
 def test_a_model_larger_than_the_host_is_refused_before_it_is_built(tmp_path):
     from break_a_scene.config import compose
 
-    components = compose("save_model", ["model=flux_arch", "out=unused"], tmp_path / "c").model.components
-    needed = counted_parameters(components) * FLOAT32_BYTES
+    config = compose("save_model", ["model=flux_arch", "out=unused"], tmp_path / "c").model.components
+    needed = counted_parameters(config) * FLOAT32_BYTES
     assert round(needed / FLOAT32_BYTES / 1e9, 1) == 16.7  # FLUX.1-dev's transformer, CLIP-L and T5-XXL's encoder
     if needed < available_memory("cpu"):
         pytest.skip("this host holds FLUX.1-dev's float32 weights")

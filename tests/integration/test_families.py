@@ -22,9 +22,9 @@ def test_a_family_from_the_test_folder_trains_exports_and_generates(tmp_path, sc
     cfg = compose_config("train", overrides, tmp_path)
     Throwaway.targets.clear()
     module = train(cfg)
-    assert isinstance(module.components, Throwaway) and module.phase == 2 and module.trainer.global_step == 2
+    assert isinstance(module.family, Throwaway) and module.phase == 2 and module.trainer.global_step == 2
     assert len(Throwaway.targets) == 2  # both steps regressed the family's own (rectified-flow) target
-    assert module.denoiser is module.components.unet
+    assert module.denoiser is module.family.unet
 
     pipeline = tmp_path / "run" / "pipeline"
     assert json.loads((pipeline / "break_a_scene.json").read_text())["family"] == "tests.families.throwaway.Throwaway"

@@ -130,7 +130,7 @@ def test_v_prediction_model_trains_on_velocity(tmp_path, scene_dir):
         tmp_path,
     )
     trainer, module = fit(cfg)
-    assert module.components.prediction_type == "v_prediction"
+    assert module.family.prediction_type == "v_prediction"
     assert module.attention_resolution == 12  # 96 px / 2 (VAE) / 4, derived, not hard-coded
     assert torch.isfinite(trainer.callback_metrics["loss"])
 
@@ -200,11 +200,11 @@ def test_tokens_start_from_their_class_names_first_words(tmp_path, scene_dir, ca
                          tmp_path)
     inputs = check_inputs(cfg)
     assert inputs.initializer_words == ["red", "blue"]  # classes.txt: "red box", "blue box"
-    components = inputs.components
+    family = inputs.family
     with caplog.at_level(logging.WARNING):
-        tokens = components.add_placeholder_tokens(inputs.token_names, inputs.initializer_words)
+        tokens = family.add_placeholder_tokens(inputs.token_names, inputs.initializer_words)
     assert "BPE pieces" not in caplog.text  # the documented first-word rule is not reported as a problem
-    tokenizer, rows = components.tokenizer, components.text_encoder.get_input_embeddings().weight
+    tokenizer, rows = family.tokenizer, family.text_encoder.get_input_embeddings().weight
     for token_id, word in zip(tokens.ids, ["red", "blue"]):
         (piece,) = tokenizer.encode(word, add_special_tokens=False)
         assert torch.equal(rows[token_id], rows[piece])

@@ -111,19 +111,19 @@ def test_pretraining_loss_target_follows_the_schedule(tmp_path, schedule):
     from break_a_scene.toyworld.pretrain import ToyWorldPretraining, apply_noise_schedule
     from tests.helpers import compose_config
 
-    components = instantiate(compose_config("pretrain", [], tmp_path).model.components)
-    apply_noise_schedule(components, schedule)
-    images, captions, loss = _one_seeded_step(ToyWorldPretraining(components))
+    family = instantiate(compose_config("pretrain", [], tmp_path).model.components)
+    apply_noise_schedule(family, schedule)
+    images, captions, loss = _one_seeded_step(ToyWorldPretraining(family))
 
     torch.manual_seed(0)
-    scheduler = components.noise_scheduler
-    latents = components.vae.encode(images).latent_dist.sample() * components.latent_scale
+    scheduler = family.noise_scheduler
+    latents = family.vae.encode(images).latent_dist.sample() * family.latent_scale
     noise = torch.randn_like(latents)
     t = torch.randint(0, 1000, (2,))
     from break_a_scene.tokens import tokenize
     with torch.no_grad():
-        pred = components.unet(scheduler.add_noise(latents, noise, t), t,
-                               components.text_encoder(tokenize(components.tokenizer, captions))[0]).sample
+        pred = family.unet(scheduler.add_noise(latents, noise, t), t,
+                               family.text_encoder(tokenize(family.tokenizer, captions))[0]).sample
     target = scheduler.get_velocity(latents, noise, t) if schedule else noise
     assert loss.item() == pytest.approx(torch.nn.functional.mse_loss(pred, target).item(), rel=1e-5)
     if schedule:
@@ -178,24 +178,24 @@ def test_mmdit_pretraining_regresses_the_flow_velocity(tmp_path):
     from break_a_scene.toyworld.pretrain import ToyWorldPretraining
     from tests.helpers import compose_config
 
-    components = instantiate(compose_config("pretrain", ["model=toyworld_mmdit_init"], tmp_path).model.components)
-    module = ToyWorldPretraining(components)
+    family = instantiate(compose_config("pretrain", ["model=toyworld_mmdit_init"], tmp_path).model.components)
+    module = ToyWorldPretraining(family)
     assert {"transformer", "text_encoder", "text_encoder_2"} <= {name for name, _ in module.named_children()}
     images, captions, loss = _one_seeded_step(module)
 
     torch.manual_seed(0)
-    latents = torch.nn.functional.pixel_unshuffle(images, 2) * components.latent_scale
+    latents = torch.nn.functional.pixel_unshuffle(images, 2) * family.latent_scale
     noise = torch.randn_like(latents)
     sigma = torch.randn(2).sigmoid()  # shift 1: the schedule's sigma is the draw, on its 1000-step grid
     index = (sigma * 1000).long().clamp(max=999)
-    s = components.noise_scheduler.sigmas[index][:, None, None, None]
+    s = family.noise_scheduler.sigmas[index][:, None, None, None]
     assert torch.allclose(s.flatten(), (1000 - index) / 1000)  # the 1000-step grid from sigma 1 down
-    ids = components.tokenize(captions)
-    first = components.text_encoder(ids[:, 0], output_hidden_states=True)
-    second = components.text_encoder_2(ids[:, 1], output_hidden_states=True)
+    ids = family.tokenize(captions)
+    first = family.text_encoder(ids[:, 0], output_hidden_states=True)
+    second = family.text_encoder_2(ids[:, 1], output_hidden_states=True)
     with torch.no_grad():
-        pred = components.transformer(hidden_states=(1 - s) * latents + s * noise,
-                                      timestep=components.noise_scheduler.timesteps[index],
+        pred = family.transformer(hidden_states=(1 - s) * latents + s * noise,
+                                      timestep=family.noise_scheduler.timesteps[index],
                                       encoder_hidden_states=torch.cat([first.hidden_states[-2],
                                                                        second.hidden_states[-2]], -1),
                                       pooled_projections=torch.cat([first.text_embeds, second.text_embeds], -1)).sample

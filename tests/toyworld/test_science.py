@@ -34,7 +34,7 @@ def star_identity(module, judge) -> float:
     prompts = [p for p in benchmark_prompts(read_scene_json(SCENE), module.tokens.names, per_subset=8, seed=0)
                if p.tokens == ("<asset0>",)]
     jobs = [(p, seed) for p in prompts for seed in (0, 1)]
-    pipe = module.components.pipeline()
+    pipe = module.family.pipeline()
     samples = sample_images(pipe, [p.prompt for p, _ in jobs], [s for _, s in jobs], 32, 25, 5.0, 16, progress=False)
     images = torch.stack([(image_to_tensor(s.image, 32) + 1) / 2 for s in samples])
     return sum(toy_scores(judge, images, [p for p, _ in jobs])["identity"]) / len(jobs)

@@ -44,7 +44,7 @@ def test_callbacks_read_the_module_only_through_its_callback_view():
     from break_a_scene.run_view import CallbackView
 
     allowed = set(CallbackView.__annotations__) | {n for n in vars(CallbackView) if not n.startswith("_")}
-    assert allowed == {"facts", "phase", "device", "inference_components"}
+    assert allowed == {"facts", "phase", "device", "inference_family"}
     read = set()
     for file in sorted((PACKAGE / "callbacks").glob("*.py")):
         for node in ast.walk(ast.parse(file.read_text())):

@@ -36,8 +36,8 @@ class ExportPipeline(L.Callback):
             "attention_resolution_divisor": facts.attention_resolution_divisor,
             **facts.run_info,
         }
-        with module.inference_components() as components:  # the processors the model had before training
-            path = export_pipeline(components, self.dirpath, manifest, self.lora)
+        with module.inference_family() as family:  # the processors the model had before training
+            path = export_pipeline(family, self.dirpath, manifest, self.lora)
         log.info("exported the trained pipeline to %s", path)
         for logger in trainer.loggers:
             logger.log_hyperparams({"exported_pipeline": str(path)})

@@ -114,12 +114,12 @@ class SampleLogger(L.Callback):
         tokens = module.facts.tokens.names
         prompts = [p for p in self.prompt_list(tokens) for _ in self.seeds]
         seeds = [s for _ in self.prompt_list(tokens) for s in self.seeds]
-        with module.inference_components() as components:  # sampling installs its own capture
+        with module.inference_family() as family:  # sampling installs its own capture
             samples = list(sample_images(
-                components.pipeline(), prompts, seeds, module.facts.resolution,
+                family.pipeline(), prompts, seeds, module.facts.resolution,
                 self.num_inference_steps, self.guidance_scale, batch_size=len(prompts), attention_tokens=tokens,
                 attention_resolution_divisor=module.facts.attention_resolution_divisor, progress=False,
-                family=type(components),
+                family=type(family),
             ))
         blank = Image.new("RGB", (8, 8), "white")
         rows = [

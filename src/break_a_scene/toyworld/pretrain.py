@@ -48,12 +48,12 @@ class ToyCaptions(Dataset):
         return image_to_tensor(image, self.size), text
 
 
-def fit_vae(components: ModelFamily, steps: int, batch_size: int = 64, lr: float = 1e-3,
+def fit_vae(family: ModelFamily, steps: int, batch_size: int = 64, lr: float = 1e-3,
             kl_weight: float = 1e-6, seed: int = 0, size: int = 32) -> dict:
     """Train the VAE to reconstruct scenes (nothing to train for the exact PixelShuffleVAE), then set its
     latent scale to 1 / std of the latents, as SD's 0.18215 was chosen. Returns the reconstruction MSE
     and the scale."""
-    vae = components.vae.train()
+    vae = family.vae.train()
     trainable = [p for p in vae.parameters() if p.requires_grad]
     if trainable:
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
@@ -81,31 +81,31 @@ class ToyWorldPretraining(L.LightningModule):
     """Text-to-image diffusion training of the denoiser and text encoders on toy captions (VAE frozen), by the
     family's own noise, timesteps and target."""
 
-    def __init__(self, components: ModelFamily, lr: float = 3e-4, weight_decay: float = 1e-2):
+    def __init__(self, family: ModelFamily, lr: float = 3e-4, weight_decay: float = 1e-2):
         super().__init__()
-        self.save_hyperparameters(ignore=["components"])
-        self.components = components
+        self.save_hyperparameters(ignore=["family"])
+        self.family = family
         # registered under the pipeline's names, so EMA and checkpoints hold every trained part
-        setattr(self, components.denoiser_name, components.denoiser)
-        for name, encoder in components.named_text_encoders():
+        setattr(self, family.denoiser_name, family.denoiser)
+        for name, encoder in family.named_text_encoders():
             setattr(self, name, encoder)
-        self.vae = components.vae
+        self.vae = family.vae
         self.vae.requires_grad_(False)
 
     def configure_optimizers(self):
-        params = [*self.components.denoiser.parameters(),
-                  *(p for encoder in self.components.text_encoders for p in encoder.parameters())]
+        params = [*self.family.denoiser.parameters(),
+                  *(p for encoder in self.family.text_encoders for p in encoder.parameters())]
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, captions = batch
         with torch.no_grad():
-            latents = (self.vae.encode(images).latent_dist.sample() - self.components.latent_shift) \
-            * self.components.latent_scale
-        noisy, timesteps, target = self.components.training_inputs(latents, generator=None)  # the global RNG
-        conditioning = self.components.encode_prompt(self.components.tokenize(list(captions)).to(self.device),
+            latents = (self.vae.encode(images).latent_dist.sample() - self.family.latent_shift) \
+            * self.family.latent_scale
+        noisy, timesteps, target = self.family.training_inputs(latents, generator=None)  # the global RNG
+        conditioning = self.family.encode_prompt(self.family.tokenize(list(captions)).to(self.device),
                                                      images.shape[-1])
-        loss = F.mse_loss(self.components.denoise(noisy, timesteps, conditioning), target)
+        loss = F.mse_loss(self.family.denoise(noisy, timesteps, conditioning), target)
         self.log("loss", loss, prog_bar=True)
         return loss
 
@@ -144,28 +144,28 @@ def _read_vae_stage(stage_file: Path) -> dict:
     return state
 
 
-def _vae_stage(components: ModelFamily, cfg) -> None:
+def _vae_stage(family: ModelFamily, cfg) -> None:
     """Train (or reload from the run folder) the VAE and its latent scale."""
     stage_file = vae_state_path(cfg.paths.output_dir)
     if stage_file.is_file():
         state = _read_vae_stage(stage_file)
-        components.vae.load_state_dict(state["weights"])
-        components.vae.register_to_config(scaling_factor=state["latent_scale"])
+        family.vae.load_state_dict(state["weights"])
+        family.vae.register_to_config(scaling_factor=state["latent_scale"])
         log.info("VAE stage loaded from %s (latent scale %.4f)", stage_file, state["latent_scale"])
         return
-    summary = fit_vae(components, cfg.vae.steps, cfg.vae.batch_size, cfg.vae.lr, cfg.vae.kl_weight, cfg.seed,
+    summary = fit_vae(family, cfg.vae.steps, cfg.vae.batch_size, cfg.vae.lr, cfg.vae.kl_weight, cfg.seed,
                       cfg.model.resolution)
     stage_file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"weights": components.vae.state_dict(), **summary}, stage_file)
+    torch.save({"weights": family.vae.state_dict(), **summary}, stage_file)
     log.info("VAE stage: reconstruction MSE %.5f, latent scale %.4f", summary["vae_mse"], summary["latent_scale"])
 
 
-def apply_noise_schedule(components: ModelFamily, settings: dict | None) -> None:
+def apply_noise_schedule(family: ModelFamily, settings: dict | None) -> None:
     """Train under the model's schedule with `settings` (arguments of its scheduler class) changed; the export
     carries them, so sampling and Break-A-Scene training on the model use the same schedule."""
     if not settings:
         return
-    scheduler = components.noise_scheduler
+    scheduler = family.noise_scheduler
     unknown = sorted(set(settings) - set(scheduler.config))
     if unknown:
         raise UserInputError(
@@ -173,7 +173,7 @@ def apply_noise_schedule(components: ModelFamily, settings: dict | None) -> None
             f"it takes {', '.join(sorted(k for k in scheduler.config if not k.startswith('_')))} (or "
             f"noise_schedule=null)."
         )
-    components.noise_scheduler = type(scheduler).from_config(scheduler.config, **settings)
+    family.noise_scheduler = type(scheduler).from_config(scheduler.config, **settings)
 
 
 def pretrain(cfg) -> Path:
@@ -186,17 +186,16 @@ def pretrain(cfg) -> Path:
     check_checkpoint(cfg.get("ckpt_path"), "bas-pretrain")
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("init_from"):  # continue from exported weights, with a fresh optimizer and EMA
-        family = get_class(cfg.model.components._target_.rpartition(".")[0])  # the model config's family
-        components = family.load(cfg.init_from)
-        log.info("initialised from %s (latent scale %.4f)", cfg.init_from, components.latent_scale)
-        apply_noise_schedule(components, cfg.get("noise_schedule"))
+        family = get_class(cfg.model.components._target_.rpartition(".")[0]).load(cfg.init_from)
+        log.info("initialised from %s (latent scale %.4f)", cfg.init_from, family.latent_scale)
+        apply_noise_schedule(family, cfg.get("noise_schedule"))
     else:
-        components = instantiate(cfg.model.components)
-        apply_noise_schedule(components, cfg.get("noise_schedule"))  # refused before the VAE stage writes anything
-        _vae_stage(components, cfg)
-    components.vae.requires_grad_(False)
+        family = instantiate(cfg.model.components)
+        apply_noise_schedule(family, cfg.get("noise_schedule"))  # refused before the VAE stage writes anything
+        _vae_stage(family, cfg)
+    family.vae.requires_grad_(False)
 
-    module = ToyWorldPretraining(components, lr=cfg.denoiser.lr, weight_decay=cfg.denoiser.weight_decay)
+    module = ToyWorldPretraining(family, lr=cfg.denoiser.lr, weight_decay=cfg.denoiser.weight_decay)
     datamodule = ToyDataModule(cfg.denoiser.steps, cfg.denoiser.batch_size, cfg.seed, cfg.denoiser.num_workers,
                                cfg.denoiser.caption_dropout, cfg.denoiser.textures, cfg.model.resolution)
     callbacks = [
@@ -212,8 +211,8 @@ def pretrain(cfg) -> Path:
                           logger=loggers or False, enable_checkpointing=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     export = Path(cfg.export_dir)
-    for part in components.parts():
+    for part in family.parts():
         part.to(torch.float16)
-    components.save_pipeline(export)
+    family.save_pipeline(export)
     log.info("exported the EMA weights (fp16) to %s", export)
     return export
