@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from break_a_scene.evaluation.aggregate import load_rows, markdown_table, summarize, unit_means
+from break_a_scene.evaluation.splits import rows_split, split_line
 from break_a_scene.evaluation.stats import paired_difference
 
 DIRECTIONS = [("no_masked_loss", "prompt_following"), ("no_phase1", "prompt_following"),
@@ -53,7 +54,7 @@ def main() -> None:
         row["identity_multi"] = row["identity"] if int(row["concepts"]) >= 2 else ""
     metrics = [m for m in METRICS if m in rows[0]]
     table = summarize(rows, metrics)
-    lines = [markdown_table(table, metrics), ""]
+    lines = [split_line(rows_split(args.folder, rows), rows), "", markdown_table(table, metrics), ""]
     for ablation, metric in DIRECTIONS:
         if "break_a_scene" not in table or ablation not in table:
             continue

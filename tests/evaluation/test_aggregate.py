@@ -159,3 +159,42 @@ def test_paper_columns_are_named_as_the_successors_name_them(tmp_path):
     assert ("As the successors (DreamBooth, MagicTailor, MuDI) name them: prompt_similarity = CLIP-T; "
             "identity_similarity = DINO-I; dreamsim = DreamSim; detect_compare = D&C-DS.") in text
     assert "| break_a_scene | 1 | 1 | 0.300" in text
+
+
+def _write_split_trial(root, method, scene, split):
+    trial = root / method / scene / "seed_0"
+    trial.mkdir(parents=True)
+    with (trial / "rows.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["split", *FIELDS])
+        writer.writeheader()
+        writer.writerow({"method": method, "split": split, "scene": scene, "train_seed": 0, "prompt": "p",
+                         "class_prompt": "", "tokens": "", "concepts": 1, "sample_seed": 0, "image": "",
+                         "identity": 1.0, "prompt_following": 0.5})
+
+
+def test_every_table_says_its_split_and_splits_are_not_mixed(tmp_path):
+    test = tmp_path / "test"
+    for scene in ("scene_000", "scene_001"):
+        _write_split_trial(test, "break_a_scene", scene, "test")
+    report = aggregate(test)
+    first = "Split: test (2 scenes, 2 (scene, training seed) units)"
+    assert (report / "table.md").read_text().splitlines()[0] == first
+    assert (report / "by_concepts.md").read_text().splitlines()[0] == first
+    assert json.loads((report / "table.json").read_text())["split"] == "test"
+
+    _write_split_trial(test, "no_masked_loss", "scene_000", "dev")
+    with pytest.raises(UserInputError, match="come from the splits dev, test; aggregate each split's trials alone"):
+        aggregate(test)
+
+
+def test_rows_from_before_splits_take_their_folders_split(tmp_path):
+    _write_trial(tmp_path, "a", "s0", [(1, 1.0, 0.0)])
+    assert (aggregate(tmp_path) / "table.md").read_text().startswith("Split: unlabelled (1 scenes")
+    (tmp_path / "split.json").write_text(json.dumps({"split": "dev"}))
+    assert (aggregate(tmp_path) / "table.md").read_text().startswith("Split: dev (1 scenes")
+
+
+def test_the_committed_toy_results_are_the_dev_split():
+    results = REPO / "experiments" / "toyworld" / "results"
+    for folder in ("toyworld_ablations", "toyworld_mmdit_ablations"):
+        assert json.loads((results / folder / "split.json").read_text())["split"] == "dev"

@@ -89,3 +89,16 @@ def test_toy_set_with_several_photos(tmp_path):
     with pytest.raises(UserInputError, match="at least one photo"):
         build_toy_set(tmp_path / "none", count=2, photos=0)
     assert not (tmp_path / "none").exists()
+
+
+def test_the_test_split_is_written_by_one_command(tmp_path):
+    from break_a_scene.cli.benchmark import main
+    from break_a_scene.evaluation.benchmark_sets import read_split
+
+    main(["toyworld", "--count", "2", "--seed", "1", "--split", "test", "--out", str(tmp_path / "test")])
+    main(["toyworld", "--count", "2", "--out", str(tmp_path / "dev")])
+    assert read_split(tmp_path / "test") == "test" and read_split(tmp_path / "dev") == "dev"
+    protocol = json.loads((tmp_path / "test" / "index.json").read_text())["protocol"]
+    assert (protocol["seed"], protocol["count"], protocol["split"]) == (1, 2, "test")
+    dev, test = ((tmp_path / name / "scene_000" / "img.png").read_bytes() for name in ("dev", "test"))
+    assert dev != test  # another seed draws other scenes

@@ -44,7 +44,7 @@ def test_toy_sweep_every_method_failure_resume_and_aggregate(tmp_path):
     for variant in VARIANTS:
         rows = _rows(out / variant / "scene_000" / "seed_0" / "rows.csv")
         assert len(rows) == 3  # subsets {0}, {1}, {0, 1}: one prompt and one image each
-        assert {r["method"] for r in rows} == {variant}
+        assert {r["method"] for r in rows} == {variant} and {r["split"] for r in rows} == {"dev"}
         assert sorted(int(r["concepts"]) for r in rows) == [1, 1, 2]
         failed = json.loads((out / variant / "scene_001" / "seed_0" / "failed.json").read_text())
         assert "mask1.png" in failed["error"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import CONF, write_scene
+from tests.conftest import CONF, REPO, write_scene
 from tests.helpers import FAST, compose_config
 
 GROUPS = ["model", "data", "masks", "method", "optimizer", "trainer", "callbacks", "logger", "experiment", "variant",
@@ -177,3 +177,33 @@ def test_memory_presets_apply_to_evaluation_trials_too(tmp_path):
     cfg = compose_config("evaluate", ["experiment=official", "memory=12gb"], tmp_path)
     assert cfg.optimizer.state_bits == 8 and cfg.method.freeze_text_encoder and cfg.method.gradient_checkpointing
     assert cfg.trainer.precision == "bf16-mixed" and cfg.callbacks.samples is None
+
+
+SWEEPS = sorted(p.stem for p in (REPO / "experiments" / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_composes(sweep):
+    """As `bas-evaluate -m -cd experiments +sweep=<name>` composes it; the test-split sweeps read the test split
+    and compare the methods they pre-register."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from break_a_scene.config import config_dir, register_resolvers
+    from break_a_scene.evaluation.benchmark_sets import register_resolvers as register_evaluation_resolvers
+
+    register_resolvers()
+    register_evaluation_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("evaluate", [f"hydra.searchpath=[file://{REPO / 'experiments'}]", f"+sweep={sweep}"],
+                      return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    if sweep.endswith("_test"):
+        assert cfg.benchmark.root.endswith("benchmarks/toyworld_test24") and params["benchmark.scene_index"] == \
+            "range(0,24)" and params.seed == "0,1,2"
+        expected = {"toyworld_test": "break_a_scene,no_phase1,no_masked_loss,no_attention_loss,no_union_sampling,"
+                                     "beyond,layout_captions",
+                    "toyworld_mmdit_test": "break_a_scene,no_attention_loss,beyond"}[sweep]
+        assert params.variant == expected
+        assert cfg.model.components._target_.endswith("ToyMMDiT.load") == ("mmdit" in sweep)

@@ -3,6 +3,7 @@
     bas-benchmark coco --annotations coco/annotations/instances_val2017.json --images coco/val2017 \
         --out data/coco_scenes
     bas-benchmark toyworld --count 8 --out outputs/benchmarks/toyworld
+    bas-benchmark toyworld --count 24 --seed 1 --split test --out outputs/benchmarks/toyworld_test24
     bas-benchmark toyworld --count 12 --photos 3 --out outputs/benchmarks/toyworld12_photos3
 """
 
@@ -12,6 +13,7 @@ import argparse
 import sys
 
 from break_a_scene.errors import UserInputError
+from break_a_scene.evaluation.splits import SPLITS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     toy.add_argument("--out", required=True)
     toy.add_argument("--count", type=int, default=8)
     toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--split", default="dev", choices=SPLITS,
+                     help="dev: settings and variants are chosen on it; test: verdicts are reported on it, and nothing "
+                          "is chosen on it (docs/toyworld.md)")
     toy.add_argument("--photos", type=int, default=1,
                      help="photos per scene: photo 0 is the one-photo set's scene, the others show its objects "
                           "in other slots on other backgrounds")
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             out = build_coco_set(args.annotations, args.images, args.out, args.count, args.seed, args.size,
                                  args.min_area, args.max_concepts)
         else:
-            out = build_toy_set(args.out, args.count, args.seed, args.photos)
+            out = build_toy_set(args.out, args.count, args.seed, args.photos, args.split)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.evaluation.rows import META, ROWS_FILE, read_rows_file
+from break_a_scene.evaluation.rows import META, OPTIONAL_META, ROWS_FILE, read_rows_file
 from break_a_scene.evaluation.runner import FAILED_FILE
+from break_a_scene.evaluation.splits import rows_split, split_line
 from break_a_scene.evaluation.stats import mean_ci, paired_difference
 from break_a_scene.inputs import read_json
 
@@ -37,7 +38,7 @@ def load_failures(out_dir: str | Path) -> list[dict]:
 
 
 def metric_names(rows: list[dict]) -> list[str]:
-    return [key for key in rows[0] if key not in META] if rows else []
+    return [key for key in rows[0] if key not in META | OPTIONAL_META] if rows else []
 
 
 def unit_means(rows: list[dict], metric: str) -> dict[tuple[str, str], float]:
@@ -173,11 +174,12 @@ def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None, r
     if reference is not None and reference not in methods:
         raise UserInputError(f"reference method '{reference}' is not in the rows; they have {methods}.")
     reference = reference or "break_a_scene"
+    split = split_line(rows_split(out_dir, rows), rows)
     table = summarize(rows, metrics)
     report = out_dir / "aggregate"
     report.mkdir(exist_ok=True)
     front = plot(table, x, y, report / "figure.png")
-    text = [markdown_table(table, metrics), "", f"Pareto front ({x} vs {y}): {', '.join(front)}"]
+    text = [split, "", markdown_table(table, metrics), "", f"Pareto front ({x} vs {y}): {', '.join(front)}"]
     named = [f"{column} = {name}" for column, name in SUCCESSOR_NAMES.items() if column in metrics]
     if named:
         text += ["", "As the successors (DreamBooth, MagicTailor, MuDI) name them: " + "; ".join(named) + "."]
@@ -185,14 +187,15 @@ def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None, r
         text += ["", f"{len(failures)} failed trials:"]
         text += [f"- {f['method']} / {Path(f['scene']).name} / seed {f['train_seed']}: {f['error']}" for f in failures]
     (report / "table.md").write_text("\n".join(text) + "\n")
-    (report / "table.json").write_text(json.dumps({"metrics": metrics, "x": x, "y": y, "pareto_front": front,
+    (report / "table.json").write_text(json.dumps({"split": rows_split(out_dir, rows), "metrics": metrics, "x": x,
+                                                   "y": y, "pareto_front": front,
                                                    "failed_trials": len(failures), "methods": table}, indent=1))
     if reference in table and len(table) > 1:
         differences = paired_differences(rows, reference, metrics)
         (report / "paired.md").write_text(
-            f"Each method minus {reference}, paired by (scene, training seed); bootstrap 95% intervals over the "
-            f"pairs.\n\n{paired_table(differences, reference, metrics)}\n")
+            f"{split}\n\nEach method minus {reference}, paired by (scene, training seed); bootstrap 95% intervals "
+            f"over the pairs.\n\n{paired_table(differences, reference, metrics)}\n")
     breakdown = [f"## {k} concept{'s' if k > 1 else ''} in the prompt\n\n{markdown_table(t, metrics)}\n"
                  for k, t in by_concepts(rows, metrics).items()]
-    (report / "by_concepts.md").write_text("\n".join(breakdown))
+    (report / "by_concepts.md").write_text("\n".join([split + "\n", *breakdown]))
     return report

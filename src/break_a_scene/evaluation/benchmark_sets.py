@@ -37,6 +37,12 @@ def read_index(root: str | Path) -> list[dict]:
     return json.loads(path.read_text())["scenes"]
 
 
+def read_split(root: str | Path) -> str:
+    """The split a scene set was built as (`bas-benchmark ... --split`); sets from before splits were the dev
+    scenes."""
+    return json.loads((Path(root) / INDEX_FILE).read_text()).get("protocol", {}).get("split", "dev")
+
+
 def scene_folder(root: str | Path, index: int) -> str:
     """Folder of scene `index` of a scene set."""
     scenes = read_index(root)
@@ -141,7 +147,7 @@ def build_coco_set(annotations: str | Path, images: str | Path, out: str | Path,
     return _write_atomically(out, fill)
 
 
-def build_toy_set(out: str | Path, count: int = 8, seed: int = 0, photos: int = 1) -> Path:
+def build_toy_set(out: str | Path, count: int = 8, seed: int = 0, photos: int = 1, split: str = "dev") -> Path:
     from break_a_scene.toyworld.scenes import write_scene_set
 
     if photos < 1:
@@ -150,7 +156,7 @@ def build_toy_set(out: str | Path, count: int = 8, seed: int = 0, photos: int = 
     def fill(staging: Path) -> None:
         folders = write_scene_set(staging, count, seed=seed, photos=photos)
         entries = [{"name": f.name, "classes": read_classes_file(f / CLASSES_FILE)} for f in folders]
-        protocol = {"source": "toyworld", "seed": seed, "count": count, "photos": photos}
+        protocol = {"source": "toyworld", "seed": seed, "count": count, "photos": photos, "split": split}
         (staging / INDEX_FILE).write_text(json.dumps({"protocol": protocol, "scenes": entries}, indent=1))
 
     return _write_atomically(Path(out), fill)

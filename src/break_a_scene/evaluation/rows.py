@@ -11,6 +11,7 @@ from break_a_scene.inputs import read_text
 
 ROWS_FILE = "rows.csv"
 META = {"method", "scene", "train_seed", "prompt", "class_prompt", "tokens", "concepts", "sample_seed", "image"}
+OPTIONAL_META = {"split"}  # rows from before splits lack it
 
 
 def read_rows_file(path: Path) -> list[dict]:
@@ -29,7 +30,7 @@ def read_rows_file(path: Path) -> list[dict]:
         for key in ("train_seed", "sample_seed", "concepts"):
             if not row[key].lstrip("-").isdigit():
                 raise UserInputError(f"'{path}', line {line}: {key}={row[key]!r} is not a whole number; {fix}.")
-        for key in row.keys() - META:
+        for key in row.keys() - META - OPTIONAL_META:
             try:
                 float(row[key] or "nan")
             except ValueError:

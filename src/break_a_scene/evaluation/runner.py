@@ -30,7 +30,7 @@ from omegaconf import DictConfig, open_dict
 from tqdm import tqdm
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.evaluation.benchmark_sets import read_index, scene_folder
+from break_a_scene.evaluation.benchmark_sets import read_index, read_split, scene_folder
 from break_a_scene.evaluation.prompts import PAPER_TEMPLATES, EvalPrompt, prompt_set, read_templates
 from break_a_scene.evaluation.rows import ROWS_FILE, read_rows_file
 from break_a_scene.export import MANIFEST, read_manifest
@@ -208,6 +208,7 @@ def _train_and_score(cfg: DictConfig, trial: Path, folder: str, tokens: list[str
     if ev.save_images:
         image_dir.mkdir(exist_ok=True)
     scene_name = Path(folder).name
+    split = read_split(cfg.benchmark.root) if cfg.benchmark.root else ""  # a scene outside a benchmark: none
     numbers = {(p.prompt, s): n for n, (p, s) in enumerate(jobs)}
     written = 0
     bar = tqdm(total=len(todo), desc=f"{cfg.method_name}/{scene_name}", unit="img", disable=not ev.progress)
@@ -225,13 +226,14 @@ def _train_and_score(cfg: DictConfig, trial: Path, folder: str, tokens: list[str
             if ev.save_images:
                 name = f"images/{numbers[(prompt.prompt, seed)]:05d}.png"
                 sample.image.save(trial / name)
-            rows.append({"method": cfg.method_name, "scene": scene_name, "train_seed": cfg.seed,
+            rows.append({"method": cfg.method_name, "split": split, "scene": scene_name, "train_seed": cfg.seed,
                          "prompt": prompt.prompt, "class_prompt": prompt.class_prompt,
                          "tokens": "|".join(tokens[j] for j in prompt.concepts), "concepts": len(prompt.concepts),
                          "sample_seed": seed, "image": name, **{k: v[b] for k, v in values.items()}})
         new_file = not rows_path.is_file()
+        columns = list(rows[0]) if new_file else next(csv.reader(rows_path.open()))  # a file keeps its columns
         with rows_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             if new_file:
                 writer.writeheader()
             writer.writerows(rows)
