@@ -92,21 +92,29 @@ def _range_problem(value: float, bounds: tuple) -> str | None:
     return "must be " + " and ".join(parts)
 
 
+def check_fields(settings: object, group: str, bounds: dict[str, tuple] | None = None) -> None:
+    """Every field of the dataclass `settings` against its type and its range (the field's metadata, or
+    `bounds[name]`); the first that does not fit is one line naming `group.name=value` and what it may be."""
+    hints = typing.get_type_hints(type(settings))
+    for spec in fields(settings):
+        value = getattr(settings, spec.name)
+        problem = _type_problem(value, hints[spec.name])
+        limits = (bounds or {}).get(spec.name, spec.metadata.get("range"))
+        if problem is None and limits is not None and value is not None:
+            problem = _range_problem(value, limits)
+        if problem:
+            hint = spec.metadata.get("hint")
+            raise UserInputError(f"{group}.{spec.name}={_render(value)}: "
+                                 f"{f'{problem} ({hint})' if hint else problem}.")
+
+
 class Checked:
     """A settings dataclass whose fields are checked against their types and ranges when it is made."""
 
     group: typing.ClassVar[str]  # the config key the settings live under, for the messages
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            problem = _type_problem(value, hints[spec.name])
-            if problem is None and "range" in spec.metadata and value is not None:
-                problem = _range_problem(value, spec.metadata["range"])
-            if problem:
-                hint = spec.metadata.get("hint")
-                self.refuse(f"{spec.name}={_render(value)}", f"{problem} ({hint})" if hint else problem)
+        check_fields(self, self.group)
         self.check_rules()
 
     def refuse(self, setting: str, problem: str) -> typing.NoReturn:
@@ -129,13 +137,7 @@ def _lora_settings(value: object) -> LoraSettings:
     if unknown:
         raise UserInputError(f"method.lora.{unknown[0]} is not a LoRA setting; use {', '.join(sorted(known))}.")
     lora = LoraSettings(**value)
-    hints = typing.get_type_hints(LoraSettings)
-    for spec in fields(LoraSettings):
-        problem = _type_problem(getattr(lora, spec.name), hints[spec.name])
-        if problem is None and spec.name in ("rank", "alpha", "lr") and not getattr(lora, spec.name) > 0:
-            problem = "must be above 0"
-        if problem:
-            raise UserInputError(f"method.lora.{spec.name}={_render(getattr(lora, spec.name))}: {problem}.")
+    check_fields(lora, "method.lora", {name: (0, None, "()") for name in ("rank", "alpha", "lr")})
     return lora
 
 

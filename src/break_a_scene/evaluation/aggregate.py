@@ -174,7 +174,8 @@ def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None, r
     if reference is not None and reference not in methods:
         raise UserInputError(f"reference method '{reference}' is not in the rows; they have {methods}.")
     reference = reference or "break_a_scene"
-    split = split_line(rows_split(out_dir, rows), rows)
+    split_name = rows_split(out_dir, rows)
+    split = split_line(split_name, rows)
     table = summarize(rows, metrics)
     report = out_dir / "aggregate"
     report.mkdir(exist_ok=True)
@@ -187,7 +188,7 @@ def aggregate(out_dir: str | Path, x: str | None = None, y: str | None = None, r
         text += ["", f"{len(failures)} failed trials:"]
         text += [f"- {f['method']} / {Path(f['scene']).name} / seed {f['train_seed']}: {f['error']}" for f in failures]
     (report / "table.md").write_text("\n".join(text) + "\n")
-    (report / "table.json").write_text(json.dumps({"split": rows_split(out_dir, rows), "metrics": metrics, "x": x,
+    (report / "table.json").write_text(json.dumps({"split": split_name, "metrics": metrics, "x": x,
                                                    "y": y, "pareto_front": front,
                                                    "failed_trials": len(failures), "methods": table}, indent=1))
     if reference in table and len(table) > 1:
