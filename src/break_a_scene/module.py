@@ -64,6 +64,7 @@ class BreakASceneModule(L.LightningModule):
         # the contrastive loss's anchors: the rows as they start (rebuilt alike when a run resumes)
         self.initial_rows = [rows.detach().clone() for rows in self.token_rows] if method.lambda_contrastive else []
         self.ema_teacher: EmaTeacher | None = None  # made when phase 2 starts (`_start_ema_teacher`)
+        self._first_log_due = True  # the run's first step logs (`_log_step`); again at each fit start
         self.vae.requires_grad_(False)
         # Trainability must be right before Lightning wraps the model in DDP, which happens before
         # configure_optimizers: DDP reduces exactly the parameters that require grad when it is built.
@@ -192,6 +193,7 @@ class BreakASceneModule(L.LightningModule):
             self.frozen_weights.update(castable_parameters(self))
 
     def on_fit_start(self) -> None:
+        self._first_log_due = True
         self.initial_rows = [rows.to(self.device) for rows in self.initial_rows]
         if self.ema_teacher is not None:  # made from a checkpoint before Lightning moved the module
             self.ema_teacher.to(self.device)
@@ -266,11 +268,17 @@ class BreakASceneModule(L.LightningModule):
         return {"loss": losses.total, "attention": snapshot}
 
     def _log_step(self, losses: Losses, step: StepTensors, batch: dict) -> None:
-        """The loss terms, and on logging steps each sampled token's attention-to-mask IoU (the host must see
-        which tokens were sampled: a sync). No prog_bar: Lightning would turn those into numbers (a host sync)
-        every step; callbacks.ProgressBar shows the losses on logging steps."""
+        """On the steps Lightning writes to the loggers, and on the run's first and last steps (which the
+        progress bar shows): the loss terms and each sampled token's attention-to-mask IoU (the host must see
+        which tokens were sampled: a sync). Only then: Lightning's `log` costs most of a millisecond a value on
+        the CPU, a tenth of a toy step, for values no logger would write. No prog_bar: Lightning would turn
+        those into numbers (a host sync) every step; callbacks.ProgressBar shows the losses on logging steps."""
+        done, every = self.global_step + 1, self.trainer.log_every_n_steps  # steps done after this one
+        if not (self._first_log_due or done >= self.trainer.max_steps or (every and done % every == 0)):
+            return
+        self._first_log_due = False
         diagnostics = {}
-        if step.maps is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        if step.maps is not None:
             iou, token_ids = attention_iou(step.maps.detach(), losses.attention_targets), batch["token_ids"]
             diagnostics = {f"iou/{token_slug(name)}": iou[token_ids == token_id].mean()
                            for name, token_id in zip(self.tokens.names, self.tokens.ids)

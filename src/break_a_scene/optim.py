@@ -64,7 +64,7 @@ def adamw(
 def clip_grad_norm_with_(grads: list[torch.Tensor], max_norm: float, extra_sq: torch.Tensor) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` on `grads` as if more gradient of squared norm `extra_sq` (one that
     is not applied) were among them; returns the total norm."""
-    norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+    norms = torch.stack(torch._foreach_norm([g.float() for g in grads]))  # one kernel launch, not one a tensor
     total = torch.sqrt(norms.pow(2).sum() + extra_sq.to(norms.device))
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     torch._foreach_mul_(grads, coef.to(grads[0].dtype))
