@@ -37,6 +37,8 @@ class UnionSamplingDataset(Dataset):
     `replace_backdrop="photo"` the plain colour is the photo's own mean colour outside its masks. Samples
     before global index `replace_from` are drawn as without re-placement (phase 1 as the method's own with
     `replace_from` at its end); the later ones as with it from the start.
+    With several photos (a concept library), `mix_photos_p` is the share of samples that cut the chosen
+    concepts and some of another photo's out and paste them together on a plain colour (`_mix_photos`).
     `degrade_noise` adds Gaussian noise of that standard deviation (pixels in [-1, 1]) outside the chosen masks,
     fading as (1 - progress) ** `degrade_power` over the run (MagicTailor's dynamic masked degradation), so what
     lies around a concept is not learned as part of it; a sample learned whole is not degraded (its loss would
@@ -103,8 +105,14 @@ class UnionSamplingDataset(Dataset):
         if loader.solid_background:
             colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
             image = image * region + colour * (1 - region)
-        allowed = loader.replace_p > 0 and self.offset + index >= self.replace_from
-        if allowed and float(torch.rand(1, generator=generator)) < loader.replace_p:
+        later = self.offset + index >= self.replace_from
+        mixed = several and loader.mix_photos_p > 0 and later and \
+            float(torch.rand(1, generator=generator)) < loader.mix_photos_p
+        if mixed:
+            image, masks, chosen = self._mix_photos(p, chosen, generator)
+            redrawn, whole = True, loader.replace_full_loss
+            region = masks.amax(dim=0, keepdim=True)
+        elif loader.replace_p > 0 and later and float(torch.rand(1, generator=generator)) < loader.replace_p:
             places = [box_centre(self.photos[p].masks[i] > 0) for i in shown] \
                 if loader.replace_places == "scene" else None
             colour = self.backdrops[p] if self.backdrops is not None else None
@@ -142,6 +150,31 @@ class UnionSamplingDataset(Dataset):
             item["class_input_ids"] = self.class_input_ids
             item["class_latent_key"] = f"class_{index % len(self.class_images)}"
         return item
+
+
+    def _mix_photos(self, p: int, chosen: torch.Tensor, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The chosen concepts of photo p and a random non-empty subset of another photo's (those not chosen
+        already), cut out and pasted at random places on a plain colour, in a random order: a prompt naming
+        concepts of different pictures, seen in training. Returns the image, the masks and the concepts, in the
+        prompt's order."""
+        q = int(torch.randint(0, len(self.photos) - 1, (1,), generator=generator))
+        q += q >= p
+        options = self.shown[q][~torch.isin(self.shown[q], chosen)]
+        if len(options) == 0:  # the other photo shows only concepts already chosen
+            return self.photos[p].image, self.photos[p].masks[chosen], chosen
+        count = int(torch.randint(1, len(options) + 1, (1,), generator=generator))
+        extra = options[torch.randperm(len(options), generator=generator)[:count]]
+        concepts = torch.cat([chosen, extra])
+        sources = [p] * len(chosen) + [q] * len(extra)
+        order = torch.randperm(len(concepts), generator=generator)
+        concepts = concepts[order]
+        sources = [sources[i] for i in order.tolist()]
+        masks = torch.stack([self.photos[s].masks[c] for s, c in zip(sources, concepts.tolist())])
+        pictures = torch.stack([self.photos[s].image for s in sources])
+        colour = self.backdrops[p] if self.backdrops is not None else None
+        image, masks = replace_concepts(self.photos[p].image, masks, generator, colour=colour, sources=pictures)
+        return image, masks, concepts
 
 
 def backdrop_colour(photo: SceneTensors) -> torch.Tensor:
@@ -192,12 +225,14 @@ def _translation_to(mask: torch.Tensor, place: tuple[int, int]) -> tuple[int, in
 
 def replace_concepts(image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
                      places: list[tuple[int, int]] | None = None, tries: int = 20,
-                     max_overlap: float = 0.1, colour: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The concepts `masks` (k, R, R) cut out of `image` (3, R, R) and pasted, in order, on a solid colour (random,
-    or `colour` (3, 1, 1)): at random places, each drawn up to `tries` times until the concept overlaps those
-    already pasted by at most `max_overlap` of its area; or, given `places` ((y, x) centres, at least k), each
-    centred on a different one of them drawn at random. A later concept covers an earlier one, whose mask loses
-    what is covered. Returns the new image and masks."""
+                     max_overlap: float = 0.1, colour: torch.Tensor | None = None,
+                     sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concepts `masks` (k, R, R) cut out of `image` (3, R, R) (or each out of its own picture, `sources`
+    (k, 3, R, R)) and pasted, in order, on a solid colour (random, or `colour` (3, 1, 1)): at random places, each
+    drawn up to `tries` times until the concept overlaps those already pasted by at most `max_overlap` of its
+    area; or, given `places` ((y, x) centres, at least k), each centred on a different one of them drawn at
+    random. A later concept covers an earlier one, whose mask loses what is covered. Returns the new image and
+    masks."""
     if colour is None:
         colour = (torch.rand(3, 1, 1, generator=generator) * 2 - 1).to(image.dtype)
     canvas = colour.expand_as(image).clone()
@@ -216,7 +251,7 @@ def replace_concepts(image: torch.Tensor, masks: torch.Tensor, generator: torch.
                 taken = placed[:j].amax(dim=0) if j else torch.zeros_like(mask)
                 if float((moved * taken).sum()) <= max_overlap * float(mask.sum()):
                     break
-        cut = image.roll((dy, dx), dims=(1, 2))
+        cut = (image if sources is None else sources[j]).roll((dy, dx), dims=(1, 2))
         canvas = canvas * (1 - moved) + cut * moved
         placed[:j] = placed[:j] * (1 - moved)
         placed[j] = moved

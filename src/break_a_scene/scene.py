@@ -8,6 +8,9 @@ level), L, 1-bit, RGB or RGBA: see `read_mask` for which channel is read.
 Several photos of one scene: a folder without an image of its own whose subfolders are photos in the layout
 above, `mask<i>.png` being concept i wherever it appears (a photo may leave numbers out: that concept is not
 in it), and `classes.txt` at the top (`load_scene` returns `ScenePhotos`).
+
+Masks as annotation tools export them, in place of the `mask<i>.png` files: a `labels.png` label map, a COCO or a
+LabelMe JSON file (`annotations`); a COCO file of several images is several photos, a name one concept in all.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from break_a_scene.annotations import CLASSES_FILE, LABEL_MAP, annotation_file, read_annotations
 from break_a_scene.errors import UserInputError
 from break_a_scene.inputs import open_image, read_lines
 
 log = logging.getLogger(__name__)
 
 IMAGE_NAMES = ("img.jpg", "img.jpeg", "img.png")
-CLASSES_FILE = "classes.txt"
 _MASK_FILE = re.compile(r"^mask(\d+)\.png$")
 _ON = 0.5  # a mask pixel counts as inside when above this
 MASK_CHANNELS = ("auto", "alpha", "grey", "red", "green", "blue")
@@ -171,7 +174,8 @@ def _folder_files(folder: Path) -> tuple[Path, list[Path], list[str] | None]:
                              f"several photos of the scene, one subfolder per photo holding its image and masks).")
     numbered = numbered_masks(folder)
     if not numbered:
-        raise UserInputError(f"scene folder '{folder}' has no masks: add mask0.png, mask1.png, ... (white = concept).")
+        raise UserInputError(f"scene folder '{folder}' has no masks: add mask0.png, mask1.png, ... (white = concept), "
+                             f"a {LABEL_MAP} label map, or a COCO or LabelMe JSON file.")
     expected = list(range(len(numbered)))
     if [i for i, _ in numbered] != expected:
         raise UserInputError(
@@ -239,11 +243,18 @@ def load_scene(
     mask_channel: str = "auto",
     auto_masks: bool = False,
     keys: SceneKeys = TRAINING_KEYS,
+    folders: list[str] | None = None,
 ) -> Scene | ScenePhotos:
     """Load and check a scene from a folder (one photo, or several: `ScenePhotos`), or from an image path
-    and mask paths (`mask_channel`: see `read_mask`). `auto_masks` (data.scene.auto_masks) is bas-train's: it
-    makes the masks into its run's scene/ folder and loads that; a config that says so, loaded elsewhere, is
-    pointed there. `keys`: the settings the messages name."""
+    and mask paths (`mask_channel`: see `read_mask`), or a concept library from several scene folders
+    (`folders`: `load_library`). `auto_masks` (data.scene.auto_masks) is bas-train's: it makes the masks into
+    its run's scene/ folder and loads that; a config that says so, loaded elsewhere, is pointed there. `keys`:
+    the settings the messages name."""
+    if folders:
+        if folder is not None or image is not None or class_names is not None or auto_masks:
+            raise UserInputError("data.scene.folders (a concept library) reads each folder's own masks and class "
+                                 "names; set data.scene.folder, image, class_names and auto_masks to null/false.")
+        return load_library(list(folders), mask_channel)
     if (folder is None) == (image is None):
         raise UserInputError("give either data.scene.folder, or data.scene.image with data.scene.masks, not both.")
     if folder is not None:
@@ -255,6 +266,8 @@ def load_scene(
             raise UserInputError(f"scene folder '{root}' has no masks: this config has data.scene.auto_masks=true, "
                                  f"so its masks are in the run's scene/ folder (the export's manifest names it); load "
                                  f"that folder.")
+        if root.is_dir() and not numbered_masks(root) and annotation_file(root) is not None:
+            return _load_annotated(root, class_names, keys)
         image_path, mask_paths, folder_classes = _folder_files(root)
         class_names = class_names if class_names is not None else folder_classes
         source = str(Path(folder))
@@ -270,6 +283,69 @@ def load_scene(
         )
     return Scene(picture, arrays, [str(p) for p in mask_paths], list(class_names) if class_names else None, source,
                  keys=keys)
+
+
+def _load_annotated(folder: Path, class_names: list[str] | None, keys: SceneKeys) -> Scene | ScenePhotos:
+    """A folder described by a label map, COCO or LabelMe file (`annotations`): one photo, or several (a COCO file
+    of several images) whose concepts are one when their names are."""
+    annotated = read_annotations(folder, folder_image(folder))
+    photos = []
+    for photo in annotated:
+        names = photo.names
+        if class_names is not None:
+            if any(name is not None for name in names) or len(class_names) != len(names):
+                raise UserInputError(f"'{folder}': its annotation file names its {len(names)} concepts; leave "
+                                     f"data.scene.class_names unset (or give one per label-map value, without "
+                                     f"{CLASSES_FILE}).")
+            names = list(class_names)
+        picture = open_image(photo.image, "image", f"Check the annotation file in '{folder}'.").convert("RGB")
+        for mask, source in zip(photo.masks, photo.sources):
+            _check_coverage(mask, f"the mask of {source}", keys)
+        named = None if any(name is None for name in names) else list(names)
+        photos.append(Scene(picture, photo.masks, photo.sources, named, str(photo.image), keys=keys))
+    if len(photos) == 1:
+        photos[0].source = str(folder)
+        return photos[0]
+    return combine_by_name(photos, str(folder))
+
+
+def load_library(folders: list[str], mask_channel: str = "auto") -> ScenePhotos:
+    """Several scene folders (each one photo or several, in any mask layout `load_scene` reads) as one scene whose
+    photos are all of theirs: a concept is its class name, one token however many folders show it."""
+    repeated = sorted({folder for folder in folders if folders.count(folder) > 1})
+    if repeated:
+        raise UserInputError(f"data.scene.folders lists {', '.join(repeated)} more than once; list each folder once.")
+    photos = []
+    for folder in folders:
+        scene = load_scene(folder=folder, mask_channel=mask_channel)
+        if isinstance(scene, Scene):
+            photos.append(scene)
+            continue
+        if scene.class_names is None:
+            raise UserInputError(f"'{folder}' does not name its concepts, so they cannot be matched with the other "
+                                 f"folders'; add {CLASSES_FILE} (one class name per concept).")
+        for photo in scene.photos:  # each photo's concepts by name, matched across folders below
+            photo.class_names = [scene.class_names[i] for i in photo.concepts]
+            photos.append(photo)
+    return combine_by_name(photos, " + ".join(folders))
+
+
+def combine_by_name(photos: list[Scene], source: str) -> ScenePhotos:
+    """Photos whose masks are named (each `Scene.class_names`) as one several-photo scene: a name is one concept
+    wherever it appears, numbered in the order names first appear."""
+    names: list[str] = []
+    for photo in photos:
+        if photo.class_names is None:
+            raise UserInputError(f"'{photo.source}' does not name its concepts, so they cannot be matched with the "
+                                 f"other photos'; add {CLASSES_FILE} (one class name per mask).")
+        if len(set(photo.class_names)) != len(photo.class_names):
+            raise UserInputError(f"'{photo.source}' names two of its masks alike ({', '.join(photo.class_names)}); "
+                                 f"a name is one concept: give each its own.")
+        names += [name for name in photo.class_names if name not in names]
+    for photo in photos:
+        photo.concepts = [names.index(name) for name in photo.class_names]
+        photo.class_names = list(names)
+    return ScenePhotos(photos, len(names), names, source)
 
 
 def _check_coverage(mask: np.ndarray, what: str, keys: SceneKeys, after: str = "") -> None:

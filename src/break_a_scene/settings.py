@@ -227,6 +227,7 @@ class LoaderSettings(Checked):
     replace_backdrop: ReplaceBackdrop = "random"
     replace_places: ReplacePlaces = "random"
     replace_from_step: int = bounded(0, 0, hint="0: re-place from the start; ${method.phase1_steps}: in phase 2 only")
+    mix_photos_p: float = bounded(0.0, 0, 1)
     degrade_noise: float = bounded(0.0, 0)
     degrade_power: float = bounded(1.0, 0, None, "()")
     layout_phrases: list[str] | None = hinted(None, "one phrase for each vertical band from left to right, e.g. "
