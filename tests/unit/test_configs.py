@@ -81,13 +81,15 @@ def test_experiments_are_setups(name, tmp_path):
         "official": (512, (400, 400), (5e-4, 2e-6), True, "32-true", "nearest"),
         "toyworld": (32, (300, 200), (2e-3, 1e-4), False, "32-true", "max"),
         "tiny_photo": (64, (40, 40), (5e-4, 2e-6), True, "32-true", "nearest"),
+        "toyworld_library": (32, (300, 200), (2e-3, 1e-4), False, "32-true", "max"),
     }
     assert name in setups, f"experiment={name} is new: add what it sets up here"
     resolution, steps, lrs, prior, precision, downsampling = setups[name]
     assert cfg.model.resolution == resolution and (method.phase1_steps, method.phase2_steps) == steps
     assert (method.phase1_lr, method.phase2_lr) == lrs and cfg.data.prior_preservation.enabled is prior
     assert cfg.trainer.precision == precision and method.mask_downsampling == downsampling
-    assert Path(cfg.data.scene.folder).is_dir()
+    folders = cfg.data.scene.folders or [cfg.data.scene.folder]
+    assert folders and all(Path(f).is_dir() for f in folders)
 
 
 def _trains(module) -> str:

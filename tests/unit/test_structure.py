@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "break_a_scene"
 CORE = ["models", "scene", "data", "module", "attention", "losses", "tokens", "export", "generate", "sampling", "optim",
         "precision", "prior", "training", "config", "outputs", "figures", "report", "clip_tokenizer", "t5_tokenizer",
         "errors", "callbacks", "families", "lora", "masks", "editing", "inputs", "checkpoints", "ema",
-        "model_folders", "settings", "objective", "phases", "latent_cache", "devices", "run_view"]
+        "model_folders", "settings", "objective", "phases", "latent_cache", "devices", "run_view", "annotations",
+        "composition"]
 
 
 def imported_modules(path: Path) -> set[str]:
