@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def check_prompts(prompts: list[str], tokens: list[str]) -> None:
             raise UserInputError(f"prompt {prompt!r} uses none of the learned tokens {tokens}; put one in it.")
 
 
-def _asset_base(path: str | Path, base_model: str) -> Path:
+def asset_base(path: str | Path, base_model: str) -> Path:
     try:
         return resolve_model_dir(base_model)
     except UserInputError:
@@ -69,7 +70,7 @@ def _asset_base(path: str | Path, base_model: str) -> Path:
 def export_family(path: str | Path) -> type[ModelFamily]:
     """The model family an export was trained as (its manifest says; older exports: by its pipeline class)."""
     manifest = read_manifest(path)
-    root = _asset_base(path, manifest["base_model"]) if manifest.get("format") == "lora_asset" else Path(path)
+    root = asset_base(path, manifest["base_model"]) if manifest.get("format") == "lora_asset" else Path(path)
     return family_named(manifest.get("family"), read_model_index(root)["_class_name"])
 
 
@@ -79,25 +80,33 @@ def load_trained_pipeline(path: str | Path, device: str = "auto", dtype: str = "
     manifest = read_manifest(path)  # a clear error when this is not a trained output
     check_export_files(path)
     asset = manifest.get("format") == "lora_asset"
-    root = _asset_base(path, manifest["base_model"]) if asset else Path(path)
+    root = asset_base(path, manifest["base_model"]) if asset else Path(path)
+    put_asset = (lambda pipe: load_lora_asset(pipe, Path(path), manifest["tokens"])) if asset else None
+    return pipeline_from(root, export_family(path), dtype, str(path), put_asset).to(resolve_device(device))
+
+
+def pipeline_from(root: Path, family: type[ModelFamily], dtype: str, source: str,
+                  put_assets: Callable[[DiffusionPipeline], None] | None = None) -> DiffusionPipeline:
+    """The pipeline folder `root` loaded offline; `put_assets` (LoRA assets onto a base model) then runs on it
+    under the released code's sampler, as an export has. `source`: what the user named, for the message."""
     import_own_model_modules(root)  # refuses a folder that names any other module, before diffusers reads it
-    family, index = export_family(path), read_model_index(root)
+    index = read_model_index(root)
     absent = {part: None for part in family.optional_parts if index.get(part) == [None, None]}
     try:
         with quiet_loading():  # its own traceback log and loading bar would come before our one line
             pipe = DiffusionPipeline.from_pretrained(root, dtype=getattr(torch, dtype), local_files_only=True,
                                                      **absent)
-            if asset:
+            if put_assets is not None:
                 pipe.scheduler = family.inference_scheduler_for(pipe.scheduler.config)
-                load_lora_asset(pipe, Path(path), manifest["tokens"])
+                put_assets(pipe)
     except Exception as err:  # truncated weights, a damaged config, ...: the files, not us
         raise UserInputError(
-            f"the trained pipeline in '{path}' cannot be loaded ({type(err).__name__}: {err}); its files are "
+            f"the trained pipeline in '{source}' cannot be loaded ({type(err).__name__}: {err}); its files are "
             f"incomplete or damaged. Export it again (resume its training run with ckpt_path=...), or point "
             f"pipeline= at an intact export."
         ) from None
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(resolve_device(device))
+    return pipe
 
 
 def generate(
@@ -115,17 +124,27 @@ def generate(
     dtype: str = "float32",
     progress: bool = True,
     tf32: bool = True,
+    compose: list[str] | None = None,
+    compose_mode: str = "lora",
+    compose_weights: list[float] | None = None,
 ) -> list[dict]:
     """Generate `num_images_per_prompt` images per prompt (seeds seed, seed+1, ...) into `output_dir`;
-    `guidance_scale` None: the model family's default."""
+    `guidance_scale` None: the model family's default. `compose`: more LoRA assets put on the pipeline's base
+    model beside it (`composition`; their tokens renamed `<j:name>`)."""
+    from break_a_scene.composition import check_composable, composed_tokens, load_composed_pipeline
+
     manifest = read_manifest(pipeline)
-    tokens = manifest["tokens"]
+    assets = [str(pipeline), *map(str, compose)] if compose else None
+    if assets:
+        check_composable(assets, compose_mode, compose_weights)
+    tokens = [t for names in composed_tokens(assets) for t in names] if assets else manifest["tokens"]
     prompts = list(prompts) if prompts else default_prompts(tokens)
     check_prompts(prompts, tokens)
     if num_images_per_prompt < 1 or batch_size < 1:
         raise UserInputError("num_images_per_prompt and batch_size must be at least 1.")
     set_tf32(tf32)
-    pipe = load_trained_pipeline(pipeline, device, dtype)
+    pipe = load_composed_pipeline(assets, compose_mode, compose_weights, device, dtype) if assets else \
+        load_trained_pipeline(pipeline, device, dtype)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(p, seed + i) for p in prompts for i in range(num_images_per_prompt)]

@@ -86,18 +86,23 @@ def save_lora_asset(family: ModelFamily, encoder_token_ids: list[list[int]], fol
     family.pipeline_class.save_lora_weights(str(folder), weight_name=LORA_WEIGHTS, **kwargs)
 
 
-def load_lora_asset(pipe, folder: str | Path, tokens: list[str]) -> None:
-    """Put an asset onto a pipeline of its base model: each encoder's token rows (`tokens.put_token_rows`: what
-    diffusers' `load_textual_inversion` does, for T5 and for SD 3's pipeline too, which has no such loader),
-    then the adapters with `load_lora_weights`."""
+def load_lora_asset(pipe, folder: str | Path, tokens: list[str], adapter_name: str | None = None) -> None:
+    """Put an asset onto a pipeline of its base model: its token rows (`load_asset_rows`), then the adapters with
+    `load_lora_weights` (under `adapter_name`, for several assets on one pipeline)."""
+    load_asset_rows(pipe, folder, tokens)
+    pipe.load_lora_weights(str(folder), weight_name=LORA_WEIGHTS, adapter_name=adapter_name)
+
+
+def load_asset_rows(pipe, folder: str | Path, tokens: list[str]) -> None:
+    """An asset's token rows into each text encoder of the pipeline under the names `tokens` (its own, or new
+    ones when assets are composed): `tokens.put_token_rows`, what diffusers' `load_textual_inversion` does, for
+    T5 and for SD 3's pipeline too, which has no such loader."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    rows = load_file(str(folder / TOKEN_EMBEDDINGS))
+    rows = load_file(str(Path(folder) / TOKEN_EMBEDDINGS))
     for name, embeddings in rows.items():
         tokenizer = getattr(pipe, name.replace("text_encoder", "tokenizer"))
         put_token_rows(tokenizer, getattr(pipe, name), list(tokens), embeddings)
-    pipe.load_lora_weights(str(folder), weight_name=LORA_WEIGHTS)
 
 
 def _plain_copy(module: torch.nn.Module) -> torch.nn.Module:
