@@ -161,5 +161,11 @@ class SceneLogger(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger) and config is not None:
                     logger.experiment.config.update(config, allow_val_change=True)
-        picture = masks_overlay(image, masks, labels=list(module.facts.tokens.names), size=256 * len(photos))
+        names = list(module.facts.tokens.names)
+        # each photo drawn alone, so a concept two photos show is labelled in both
+        drawn = [masks_overlay(tensor_to_image(photo.image), photo.masks.cpu().numpy(), labels=names, size=256)
+                 for photo in photos]
+        picture = Image.new("RGB", (sum(d.width for d in drawn), max(d.height for d in drawn)))
+        for n, one in enumerate(drawn):
+            picture.paste(one, (sum(d.width for d in drawn[:n]), 0))
         self.sink.write(trainer, "scene", picture, caption=caption, wandb_image=wandb_image)
