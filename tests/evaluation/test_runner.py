@@ -77,6 +77,41 @@ def test_toy_sweep_every_method_failure_resume_and_aggregate(tmp_path):
     assert (out / "aggregate" / "figure.png").stat().st_size > 1000
 
 
+def test_a_concept_library_trial_joint_and_composed(tmp_path):
+    """Trial 0 of benchmark.pictures=2 learns scenes 0 and 1: jointly (one export, the library's tokens) and as two
+    LoRA assets composed at generation (<1:asset0>, <2:asset0>, ...); a rerun trains and samples nothing."""
+    bench = build_toy_set(tmp_path / "bench", count=2, seed=0)  # blue circle + white ring; 3 other objects
+    out = tmp_path / "eval"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    base = [str(BIN / "bas-evaluate"), "-m", "-cd", str(REPO / "experiments"), "+sweep=toyworld_library",
+            f"benchmark.root={bench}", "benchmark.scene_index=0", f"evaluation.out_dir={out}", *TOY_FAST]
+    for extra in (["variant=break_a_scene"], ["benchmark.library=composed", "variant=lora"]):
+        run = subprocess.run(base + extra, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+    joint = out / "joint_break_a_scene" / "scene_000+scene_001" / "seed_0"
+    composed = out / "composed_lora" / "scene_000+scene_001" / "seed_0"
+    manifest = json.loads((joint / "pipeline" / "break_a_scene.json").read_text())
+    assert manifest["tokens"] == [f"<asset{i}>" for i in range(5)]
+    for rows, singles in ((_rows(joint / "rows.csv"), 5), (_rows(composed / "rows.csv"), 5)):
+        assert sum(r["concepts"] == "1" for r in rows) == singles
+        assert sum(r["concepts"] == "2" for r in rows) == 2 * 3  # each of 2 objects with each of 3
+        assert {r["scene"] for r in rows} == {"scene_000+scene_001"} and {r["split"] for r in rows} == {"dev"}
+    cross = [r["tokens"].split("|") for r in _rows(composed / "rows.csv") if r["concepts"] == "2"]
+    assert all(sorted(t[:3] for t in pair) == ["<1:", "<2:"] for pair in cross)
+    for scene in ("scene_000", "scene_001"):
+        asset = json.loads((composed / "pictures" / scene / "pipeline" / "break_a_scene.json").read_text())
+        assert asset["format"] == "lora_asset"
+    stamp = (joint / "rows.csv").stat().st_mtime_ns
+    again = subprocess.run(base + ["variant=break_a_scene"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0 and (joint / "rows.csv").stat().st_mtime_ns == stamp
+    refused = subprocess.run([str(BIN / "bas-evaluate"), "-cd", str(REPO / "experiments"), "+sweep=toyworld_library",
+                              f"benchmark.root={bench}", f"evaluation.out_dir={out}", "benchmark.library=composed",
+                              "variant=break_a_scene", *TOY_FAST], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2 and "train them with variant=lora" in refused.stderr.strip().splitlines()[-1]
+
+
 def test_paper_world_metrics_on_the_tiny_model(tmp_path, scene_dir):
     templates = tmp_path / "templates.txt"
     templates.write_text("a photo of {} in the snow\n")

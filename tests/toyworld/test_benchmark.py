@@ -1,7 +1,8 @@
 import pytest
 
 from break_a_scene.evaluation.stats import mean_ci
-from break_a_scene.toyworld.benchmark import benchmark_prompts, parse_prompt, score_reading
+from break_a_scene.evaluation.toy import toy_library_prompt_set
+from break_a_scene.toyworld.benchmark import benchmark_prompts, library_prompts, parse_prompt, score_reading
 from break_a_scene.toyworld.judges import Reading
 from break_a_scene.toyworld.world import ToyObject, ToyScene
 
@@ -19,6 +20,34 @@ def test_prompts_cover_every_subset_in_new_contexts():
             where = "in the middle" if obj.slot == "middle" else f"on the {obj.slot}"
             assert f"{token} {where}" in prompt.prompt
             assert (obj.colour, obj.shape) == {"<asset0>": ("orange", "star"), "<asset1>": ("blue", "ring")}[token]
+
+
+CROSS = ToyScene((ToyObject("ring", "blue", "middle"), ToyObject("cross", "green", "left")), "navy")
+
+
+def test_library_prompts_pair_concepts_across_pictures():
+    """Each concept alone once per token, then one concept from each picture; the blue ring both pictures show is
+    one token in a joint run (never paired with itself) and two in composed assets (still never paired: one
+    object)."""
+    joint = library_prompts([SCENE, CROSS], [["<a0>", "<a1>"], ["<a1>", "<a2>"]], per_subset=2, seed=0)
+    alone = [p.tokens for p in joint if len(p.tokens) == 1]
+    assert sorted(alone) == [("<a0>",)] * 2 + [("<a1>",)] * 2 + [("<a2>",)] * 2
+    cross = {frozenset(p.tokens) for p in joint if len(p.tokens) == 2}
+    assert cross == {frozenset({"<a0>", "<a1>"}), frozenset({"<a0>", "<a2>"}), frozenset({"<a1>", "<a2>"})}
+    assert len(joint) == 2 * (3 + 3)
+    for prompt in joint:
+        assert prompt.background not in {"teal", "navy"}
+        assert len({obj.slot for obj in prompt.objects}) == len(prompt.tokens)
+        assert set(prompt.scene_objects) == set(SCENE.objects) | set(CROSS.objects)
+    composed = library_prompts([SCENE, CROSS], [["<1:a0>", "<1:a1>"], ["<2:a0>", "<2:a1>"]], per_subset=1)
+    assert sorted(p.tokens for p in composed if len(p.tokens) == 1) == [("<1:a0>",), ("<1:a1>",), ("<2:a0>",),
+                                                                      ("<2:a1>",)]
+    assert {frozenset(p.tokens) for p in composed if len(p.tokens) == 2} == {
+        frozenset({"<1:a0>", "<2:a0>"}), frozenset({"<1:a0>", "<2:a1>"}), frozenset({"<1:a1>", "<2:a1>"})}
+    evals = toy_library_prompt_set([SCENE, CROSS], [["<a0>", "<a1>"], ["<a1>", "<a2>"]], per_subset=1)
+    pair = next(e for e in evals if set(e.target.tokens) == {"<a0>", "<a2>"})
+    assert sorted(pair.concepts) == [0, 2]  # indexes into <a0>, <a1>, <a2>
+    assert "a orange star" in pair.class_prompt and "a green cross" in pair.class_prompt
 
 
 def test_scores_by_hand():

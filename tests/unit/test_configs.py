@@ -202,10 +202,13 @@ def test_every_sweep_composes(sweep):
                       return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     if sweep.endswith("_test"):
+        library = "library" in sweep  # 24 scenes as 12 pairs
         assert cfg.benchmark.root.endswith("benchmarks/toyworld_test24") and params["benchmark.scene_index"] == \
-            "range(0,24)" and params.seed == "0,1,2"
+            ("range(0,12)" if library else "range(0,24)") and params.seed == ("0" if library else "0,1,2")
+        assert cfg.benchmark.pictures == (2 if library else 1)
         expected = {"toyworld_test": "break_a_scene,no_phase1,no_masked_loss,no_attention_loss,no_union_sampling,"
                                      "beyond,layout_captions",
-                    "toyworld_mmdit_test": "break_a_scene,no_attention_loss,beyond"}[sweep]
+                    "toyworld_mmdit_test": "break_a_scene,no_attention_loss,beyond",
+                    "toyworld_library_test": "break_a_scene,lora"}[sweep]
         assert params.variant == expected
         assert cfg.model.components._target_.endswith("ToyMMDiT.load") == ("mmdit" in sweep)

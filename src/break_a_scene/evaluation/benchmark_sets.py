@@ -51,13 +51,32 @@ def scene_folder(root: str | Path, index: int) -> str:
     return str(Path(root) / scenes[int(index)]["name"])
 
 
-def _scene_name(root: str | None, index: int, folder: str) -> str:
-    """Scene `index` of the scene set at `root` (its index.json), or the folder's name when there is no set."""
-    return Path(scene_folder(root, index)).name if root else Path(folder).name
+def library_folders(root: str | Path, index: int, pictures: int) -> list[str]:
+    """The scenes a concept-library trial learns together: `pictures` consecutive scenes of the set, trial
+    `index` taking scenes index*pictures ... index*pictures + pictures - 1."""
+    if int(pictures) < 2:
+        raise UserInputError(f"benchmark.pictures={pictures}: a library trial learns 2 pictures or more.")
+    count = len(read_index(root))
+    if not 0 <= int(index) < count // int(pictures):
+        raise UserInputError(f"benchmark.scene_index={index} is out of range: '{root}' has {count} scenes, "
+                             f"{count // int(pictures)} libraries of {pictures} (benchmark.pictures).")
+    first = int(index) * int(pictures)
+    return [scene_folder(root, first + i) for i in range(int(pictures))]
+
+
+def _scene_name(root: str | None, index: int, folder: str, pictures: int = 1) -> str:
+    """Scene `index` of the scene set at `root` (its index.json), the library's scenes joined by "+" when a
+    trial learns several, or the folder's name when there is no set."""
+    if not root:
+        return Path(folder).name
+    if int(pictures) > 1:
+        return "+".join(Path(f).name for f in library_folders(root, index, pictures))
+    return Path(scene_folder(root, index)).name
 
 
 def register_resolvers() -> None:
-    """`${bas.scene_name:root,index,folder}`, which names an evaluation trial's folder (conf/evaluate.yaml)."""
+    """`${bas.scene_name:root,index,folder,pictures}`, which names an evaluation trial's folder
+    (conf/evaluate.yaml)."""
     if not OmegaConf.has_resolver("bas.scene_name"):
         OmegaConf.register_new_resolver("bas.scene_name", _scene_name)
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, open_dict
 from tqdm import tqdm
 
 from break_a_scene.errors import UserInputError
-from break_a_scene.evaluation.benchmark_sets import read_index, read_split, scene_folder
+from break_a_scene.evaluation.benchmark_sets import library_folders, read_index, read_split, scene_folder
 from break_a_scene.evaluation.prompts import PAPER_TEMPLATES, EvalPrompt, prompt_set, read_templates
 from break_a_scene.evaluation.rows import ROWS_FILE, read_rows_file
 from break_a_scene.export import MANIFEST, read_manifest
@@ -156,17 +156,64 @@ def _trial_tokens(cfg: DictConfig, pipeline_dir: Path, num_concepts: int) -> lis
     return token_names(cfg, num_concepts)[:num_concepts]
 
 
+def _picture_dir(trial: Path, folder: str) -> Path:
+    """Where a composed library trial trains one of its pictures."""
+    return trial / "pictures" / Path(folder).name
+
+
+def _library_tokens(cfg: DictConfig, trial: Path, folders: list[str]) -> list[list[str]]:
+    """Each picture's tokens, object by object: the joint run's token of each class name, or asset j's own tokens
+    as composition names them (`<j:asset0>`)."""
+    from break_a_scene.composition import composed_token
+    from break_a_scene.toyworld.scenes import read_scene_json
+
+    objects = [[obj.name for obj in read_scene_json(folder).objects] for folder in folders]
+    if cfg.benchmark.library == "composed":
+        return [[composed_token(j, t) for t in _trial_tokens(cfg, _picture_dir(trial, f) / "pipeline", len(names))]
+                for j, (f, names) in enumerate(zip(folders, objects), 1)]
+    pipeline_dir = trial / "pipeline"
+    if (pipeline_dir / MANIFEST).is_file():
+        manifest = read_manifest(pipeline_dir)
+        tokens, class_names = manifest["tokens"], manifest.get("class_names") or []
+    else:
+        class_names = load_scene(folders=folders).class_names
+        tokens = _trial_tokens(cfg, pipeline_dir, len(class_names))
+    return [[tokens[class_names.index(name)] for name in names] for names in objects]
+
+
+def _check_library(cfg: DictConfig) -> None:
+    if cfg.evaluation.world != "toyworld":
+        raise UserInputError("benchmark.pictures > 1 (a concept library) is evaluated in the toy world only: its "
+                             "prompts across pictures need the judge's ground truth; set benchmark.pictures=1.")
+    if cfg.benchmark.library not in ("joint", "composed"):
+        raise UserInputError(f"benchmark.library={cfg.benchmark.library!r} is not one of joint, composed.")
+    if cfg.benchmark.library == "composed" and cfg.method.phase2_trainable != "lora":
+        raise UserInputError("benchmark.library=composed puts LoRA assets together; train them with variant=lora.")
+
+
 def evaluate_trial(cfg: DictConfig, trial: Path) -> int:
     """Returns the number of rows written now (0 when the trial was already complete)."""
     pipeline_dir = trial / "pipeline"
-    folder = cfg.data.scene.folder
-    scene = load_scene(folder)
-    tokens = _trial_tokens(cfg, pipeline_dir, scene.num_concepts)
-    class_names = scene.class_names or []
-    if cfg.evaluation.world != "toyworld" and len(class_names) != len(tokens):
-        raise UserInputError(f"scene '{folder}' has no classes.txt with one class name per mask; the prompt "
-                             "similarity needs them.")
-    prompts = trial_prompts(cfg, folder, tokens, class_names)
+    folders = list(cfg.data.scene.folders or [])
+    if folders:
+        from break_a_scene.evaluation.toy import toy_library_prompt_set
+        from break_a_scene.toyworld.scenes import read_scene_json
+
+        _check_library(cfg)
+        by_picture = _library_tokens(cfg, trial, folders)
+        tokens, class_names = list(dict.fromkeys(t for names in by_picture for t in names)), []
+        prompts = toy_library_prompt_set([read_scene_json(f) for f in folders], by_picture,
+                                         cfg.evaluation.prompts.per_subset, cfg.evaluation.prompts.seed)
+        folder = "+".join(Path(f).name for f in folders)
+    else:
+        folder = cfg.data.scene.folder
+        scene = load_scene(folder)
+        tokens = _trial_tokens(cfg, pipeline_dir, scene.num_concepts)
+        class_names = scene.class_names or []
+        if cfg.evaluation.world != "toyworld" and len(class_names) != len(tokens):
+            raise UserInputError(f"scene '{folder}' has no classes.txt with one class name per mask; the prompt "
+                                 "similarity needs them.")
+        prompts = trial_prompts(cfg, folder, tokens, class_names)
     ev = cfg.evaluation
     jobs = [(p, ev.seed + n * ev.num_images_per_prompt + i) for n, p in enumerate(prompts)
             for i in range(ev.num_images_per_prompt)]
@@ -183,27 +230,59 @@ def _todo(trial: Path, jobs: list[tuple[EvalPrompt, int]]) -> list[tuple[EvalPro
     return [(p, s) for p, s in jobs if (p.prompt, s) not in done]
 
 
+def _train_pictures(cfg: DictConfig, trial: Path) -> list[Path]:
+    """A composed library trial's assets: each picture trained alone (as its own one-scene run) into
+    `<trial>/pictures/<scene>/`, unless its export is there already."""
+    from break_a_scene.training import train
+
+    assets = []
+    for folder in cfg.data.scene.folders:
+        out = _picture_dir(trial, folder)
+        if not (out / "pipeline" / MANIFEST).is_file():
+            log.info("training %s on %s alone", cfg.method_name, folder)
+            alone = cfg.copy()
+            with open_dict(alone):
+                alone.data.scene.folder, alone.data.scene.folders = folder, None
+                alone.paths.output_dir = str(out)
+            train(alone)
+        assets.append(out / "pipeline")
+    return assets
+
+
+def _trained_pipeline(cfg: DictConfig, trial: Path, folder: str, dtype: str):
+    """Train what the trial has not trained yet; returns the pipeline to sample, its manifest and its family."""
+    from break_a_scene.generate import export_family, load_trained_pipeline
+    from break_a_scene.training import train
+
+    if cfg.data.scene.folders and cfg.benchmark.library == "composed":
+        from break_a_scene.composition import load_composed_pipeline
+
+        assets = _train_pictures(cfg, trial)
+        pipe = load_composed_pipeline([str(a) for a in assets], cfg.benchmark.compose_mode, None,
+                                      cfg.evaluation.device, dtype)
+        return pipe, read_manifest(assets[0]), export_family(assets[0])
+    pipeline_dir = trial / "pipeline"
+    if not (pipeline_dir / MANIFEST).is_file():
+        log.info("training %s on %s", cfg.method_name, folder)
+        train(cfg)
+    pipe = load_trained_pipeline(pipeline_dir, cfg.evaluation.device, dtype)
+    return pipe, read_manifest(pipeline_dir), export_family(pipeline_dir)
+
+
 def _train_and_score(cfg: DictConfig, trial: Path, folder: str, tokens: list[str], class_names: list[str],
                      jobs: list[tuple[EvalPrompt, int]]) -> int:
-    from break_a_scene.generate import export_family, load_trained_pipeline
     from break_a_scene.sampling import sample_images
-    from break_a_scene.training import train
 
     todo = _todo(trial, jobs)  # read again under the lock: a runner that held it may have finished them
     if not todo:
         return 0
-    pipeline_dir = trial / "pipeline"
     ev = cfg.evaluation
     rows_path = trial / ROWS_FILE
-    if not (pipeline_dir / MANIFEST).is_file():
-        log.info("training %s on %s", cfg.method_name, folder)
-        train(cfg)
-    manifest = read_manifest(pipeline_dir)
-    resolution = manifest["resolution"]
-    scorer = _scorer(cfg, folder, _scene_photos(folder, resolution), tokens, class_names)
     dtype = ev.dtype if ev.dtype != "auto" else ("float16" if torch.cuda.is_available() else "float32")
-    pipe = load_trained_pipeline(pipeline_dir, ev.device, dtype)
-    family = export_family(pipeline_dir)
+    pipe, manifest, family = _trained_pipeline(cfg, trial, folder, dtype)
+    resolution = manifest["resolution"]
+    photos = [] if cfg.evaluation.world == "toyworld" else _scene_photos(folder, resolution)
+    scorer = _scorer(cfg, folder, photos, tokens, class_names)
     image_dir = trial / "images"
     if ev.save_images:
         image_dir.mkdir(exist_ok=True)
@@ -241,7 +320,8 @@ def _train_and_score(cfg: DictConfig, trial: Path, folder: str, tokens: list[str
         bar.update(len(rows))
     bar.close()
     summary = {name: float(metric.compute()) for name, metric in scorer.metrics.items()}
-    export_mb = sum(p.stat().st_size for p in pipeline_dir.rglob("*") if p.is_file()) / 2**20
+    exports = [trial / "pipeline", *(trial / "pictures").glob("*/pipeline")]  # a composed trial's: its assets
+    export_mb = sum(p.stat().st_size for e in exports for p in e.rglob("*") if p.is_file()) / 2**20
     (trial / SUMMARY_FILE).write_text(json.dumps({"method": cfg.method_name, "scene": scene_name,
                                                   "train_seed": cfg.seed, "new_rows": written, **summary,
                                                   "export_mb": round(export_mb, 3)}, indent=1))
@@ -262,7 +342,12 @@ def run_trial(cfg: DictConfig) -> Path:
     trial = Path(cfg.paths.output_dir)
     if cfg.benchmark.root:
         with open_dict(cfg):
-            cfg.data.scene.folder = scene_folder(cfg.benchmark.root, cfg.benchmark.scene_index)
+            if int(cfg.benchmark.pictures) > 1:
+                cfg.data.scene.folder = None
+                cfg.data.scene.folders = library_folders(cfg.benchmark.root, cfg.benchmark.scene_index,
+                                                         cfg.benchmark.pictures)
+            else:
+                cfg.data.scene.folder = scene_folder(cfg.benchmark.root, cfg.benchmark.scene_index)
     sweep = _in_sweep()
     try:
         written = evaluate_trial(cfg, trial)
@@ -277,7 +362,8 @@ def run_trial(cfg: DictConfig) -> Path:
             raise
         trial.mkdir(parents=True, exist_ok=True)
         (trial / FAILED_FILE).write_text(json.dumps({
-            "method": cfg.method_name, "scene": str(cfg.data.scene.folder), "train_seed": cfg.seed,
+            "method": cfg.method_name, "scene": str(cfg.data.scene.folders or cfg.data.scene.folder),
+            "train_seed": cfg.seed,
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}, indent=1))
         log.error("trial %s failed: %s (recorded in %s)", trial, err, trial / FAILED_FILE)
         if not (sweep and cfg.evaluation.continue_on_error):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from break_a_scene.evaluation.metrics import MeanScore
 from break_a_scene.evaluation.prompts import EvalPrompt
-from break_a_scene.toyworld.benchmark import ToyPrompt, benchmark_prompts, score_reading
+from break_a_scene.toyworld.benchmark import ToyPrompt, benchmark_prompts, library_prompts, score_reading
 from break_a_scene.toyworld.judges import ToyJudge, read_images
 from break_a_scene.toyworld.world import ToyScene, render
 
@@ -27,6 +27,21 @@ def toy_prompt_set(scene: ToyScene, tokens: list[str], per_subset: int = 2, seed
         for token, concept in zip(toy.tokens, concepts):
             class_prompt = class_prompt.replace(token, f"a {scene.objects[concept].name}")
         prompts.append(EvalPrompt(toy.prompt, class_prompt, concepts, target=toy))
+    return prompts
+
+
+def toy_library_prompt_set(scenes: list[ToyScene], tokens: list[list[str]], per_subset: int = 2,
+                           seed: int = 0) -> list[EvalPrompt]:
+    """A concept library's prompts (each concept alone, each pair across two pictures); `tokens[p]` names
+    picture p's objects in order."""
+    flat = list(dict.fromkeys(t for names in tokens for t in names))
+    names = {t: obj.name for scene, toks in zip(scenes, tokens) for t, obj in zip(toks, scene.objects)}
+    prompts = []
+    for toy in library_prompts(scenes, tokens, per_subset, seed):
+        class_prompt = toy.prompt
+        for token in toy.tokens:
+            class_prompt = class_prompt.replace(token, f"a {names[token]}")
+        prompts.append(EvalPrompt(toy.prompt, class_prompt, tuple(flat.index(t) for t in toy.tokens), target=toy))
     return prompts
 
 

@@ -53,6 +53,36 @@ def benchmark_prompts(scene: ToyScene, tokens: list[str], per_subset: int = 2, s
     return prompts
 
 
+def library_prompts(scenes: list[ToyScene], tokens: list[list[str]], per_subset: int = 2,
+                    seed: int = 0) -> list[ToyPrompt]:
+    """A concept library's prompts: each concept alone, then each pair of concepts from two different pictures
+    (objects that differ), `per_subset` times, in new slots on a background none of the pictures has.
+    `tokens[p][i]` names object i of picture p; a concept two pictures share may have one token in both."""
+    rng = random.Random(seed)
+    backgrounds = [b for b in BACKGROUNDS if b not in {scene.background for scene in scenes}]
+    learned = tuple(dict.fromkeys(obj for scene in scenes for obj in scene.objects))
+    alone = {}
+    for scene, names in zip(scenes, tokens):
+        for tok, obj in zip(names, scene.objects):
+            alone.setdefault(tok, obj)
+    subsets = [((tok, obj),) for tok, obj in alone.items()]
+    for p, q in itertools.combinations(range(len(scenes)), 2):
+        subsets += [pair for pair in itertools.product(zip(tokens[p], scenes[p].objects),
+                                                       zip(tokens[q], scenes[q].objects))
+                    if (pair[0][1].colour, pair[0][1].shape) != (pair[1][1].colour, pair[1][1].shape)]
+    prompts = []
+    for subset in subsets:
+        for _ in range(per_subset):
+            background = rng.choice(backgrounds)
+            slots = sorted(rng.sample(SLOTS, len(subset)), key=SLOTS.index)
+            order = rng.sample(subset, len(subset))
+            objects = tuple(replace(obj, slot=s) for (_, obj), s in zip(order, slots))
+            phrase = " and ".join(f"{tok} {slot_phrase(s)}" for (tok, _), s in zip(order, slots))
+            prompts.append(ToyPrompt(f"a photo of {phrase} on a {background} background",
+                                     tuple(tok for tok, _ in order), objects, background, learned))
+    return prompts
+
+
 _SLOT_BY_PHRASE = {slot_phrase(slot): slot for slot in SLOTS}
 _PLACED = re.compile(r"(<[^>]+>) (" + "|".join(map(re.escape, _SLOT_BY_PHRASE)) + ")")
 _BACKGROUND = re.compile(r"on an? (\w+) background")
