@@ -4,8 +4,8 @@ sweep (trials named <scene>+<scene>) and the one-scene Break-A-Scene rows of the
 - images entirely right (all_correct) on prompts with one concept from each picture, for each library method,
   against Break-A-Scene's own two-concept prompts on the library's two scenes (the mean of the two scenes):
   the goal is "at least as often";
-- identity of each joint run against the separately trained assets composed (`--composed`), on one-concept
-  prompts and on the cross prompts;
+- each method against the separately trained assets composed (`--reference`, or another method): images
+  entirely right, identity and extra objects on the cross prompts, identity on one-concept prompts;
 - extra objects on the cross prompts, against Break-A-Scene's two-concept prompts.
 
 Units are (library, training seed); each difference is paired by unit, with a bootstrap 95% interval.
@@ -26,7 +26,7 @@ from break_a_scene.evaluation.stats import mean_ci, paired_difference
 METRICS = ["all_correct", "identity", "extra_objects"]
 
 
-def within_scene(single: list[dict], libraries: set[tuple[str, str]], metric: str) -> dict[tuple[str, str], float]:
+def within_scene(single: list[dict], libraries: list[tuple[str, str]], metric: str) -> dict[tuple[str, str], float]:
     """Break-A-Scene on each library's two scenes, its two-concept prompts: the mean of the scenes' unit means."""
     per_scene = unit_means([r for r in single if int(r["concepts"]) == 2], metric)
     values = {}
@@ -55,14 +55,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("library", type=Path, help="the toyworld_library sweep's evaluation.out_dir")
     parser.add_argument("single", type=Path, help="the one-scene sweep's folder with break_a_scene/ rows")
-    parser.add_argument("--composed", default="composed_lora", help="the composed method identity is held against")
+    parser.add_argument("--reference", default="composed_lora",
+                        help="the method every other one is paired against (default: the composed assets)")
     args = parser.parse_args()
     rows = load_rows(args.library)
     single = load_rows(args.single / "break_a_scene")
     cross = [r for r in rows if int(r["concepts"]) == 2]
     alone = [r for r in rows if int(r["concepts"]) == 1]
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    units = {(r["scene"], r["train_seed"]) for r in rows}
+    units = sorted({(r["scene"], r["train_seed"]) for r in rows})  # sorted: the bootstrap sees one order
     base = {m: within_scene(single, units, m) for m in METRICS}
 
     lines = [split_line(rows_split(args.library, rows), rows), "",
@@ -81,14 +82,17 @@ def main() -> None:
         for metric in ("all_correct", "extra_objects"):
             lines.append(f"- {method} cross {metric} - break_a_scene within-picture: "
                          f"{signed(paired_difference(base[metric], unit_means(mine, metric)))}")
-    composed = args.composed
+    reference = args.reference
     for method in methods:
-        if method == composed or composed not in methods:
+        if method == reference or reference not in methods:
             continue
-        for name, subset in (("alone", alone), ("cross", cross)):
-            ref = unit_means([r for r in subset if r["method"] == composed], "identity")
-            mine = unit_means([r for r in subset if r["method"] == method], "identity")
-            lines.append(f"- {method} - {composed}, identity on prompts {name}: {signed(paired_difference(ref, mine))}")
+        looks = [(f"cross {m}", cross, m) for m in METRICS] + [("identity alone", alone, "identity")]
+        parts = []
+        for name, subset, metric in looks:
+            ref = unit_means([r for r in subset if r["method"] == reference], metric)
+            mine = unit_means([r for r in subset if r["method"] == method], metric)
+            parts.append(f"{name} {signed(paired_difference(ref, mine))}")
+        lines.append(f"- {method} - {reference}: " + "; ".join(parts))
     text = "\n".join(lines)
     (args.library / "library_verdicts.md").write_text(text + "\n")
     print(text)

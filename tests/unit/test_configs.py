@@ -209,6 +209,6 @@ def test_every_sweep_composes(sweep):
         expected = {"toyworld_test": "break_a_scene,no_phase1,no_masked_loss,no_attention_loss,no_union_sampling,"
                                      "beyond,layout_captions",
                     "toyworld_mmdit_test": "break_a_scene,no_attention_loss,beyond",
-                    "toyworld_library_test": "break_a_scene,lora"}[sweep]
+                    "toyworld_library_test": "break_a_scene,layout_captions"}[sweep]
         assert params.variant == expected
         assert cfg.model.components._target_.endswith("ToyMMDiT.load") == ("mmdit" in sweep)
