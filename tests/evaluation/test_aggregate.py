@@ -198,3 +198,44 @@ def test_the_committed_toy_results_are_the_dev_split():
     results = REPO / "experiments" / "toyworld" / "results"
     for folder in ("toyworld_ablations", "toyworld_mmdit_ablations"):
         assert json.loads((results / folder / "split.json").read_text())["split"] == "dev"
+
+
+def _write_rows(root, method, scene, rows):
+    """rows: (concepts, all_correct, identity, extra_objects) per image."""
+    trial = root / method / scene / "seed_0"
+    trial.mkdir(parents=True)
+    with (trial / "rows.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["split", *FIELDS[:9], "all_correct", "identity", "extra_objects"])
+        writer.writeheader()
+        for n, (concepts, right, identity, extra) in enumerate(rows):
+            writer.writerow({"method": method, "split": "dev", "scene": scene, "train_seed": 0, "prompt": f"p{n}",
+                             "class_prompt": "", "tokens": "", "concepts": concepts, "sample_seed": n, "image": "",
+                             "all_correct": right, "identity": identity, "extra_objects": extra})
+
+
+def test_library_verdicts_pair_cross_prompts_with_the_one_scene_method(tmp_path):
+    """By hand: Break-A-Scene's own two-concept prompts are all right 0.5 on a, 0 on b (pair a+b: 0.25), 1 on c and
+    d (pair c+d: 1); its one- and three-concept prompts do not count. The joint run gets every cross prompt right
+    (+0.75 and 0 against them: mean +0.375); against the composed assets (0 on a+b, 1 on c+d) +0.5."""
+    import subprocess
+    import sys
+
+    single, library = tmp_path / "single", tmp_path / "library"
+    _write_rows(single, "break_a_scene", "a", [(2, 1, 1, 0), (2, 0, 1, 0), (1, 1, 1, 0), (3, 1, 1, 0)])
+    _write_rows(single, "break_a_scene", "b", [(2, 0, 1, 0), (1, 1, 1, 1)])
+    _write_rows(single, "break_a_scene", "c", [(2, 1, 1, 0)])
+    _write_rows(single, "break_a_scene", "d", [(2, 1, 1, 0)])
+    for pair, composed_right in (("a+b", 0), ("c+d", 1)):
+        _write_rows(library, "joint", pair, [(2, 1, 1.0, 1), (1, 1, 1.0, 0)])
+        _write_rows(library, "composed_lora", pair, [(2, composed_right, 0.5, 0), (1, 1, 0.75, 0)])
+    done = subprocess.run([sys.executable, "experiments/toyworld/library_verdicts.py", str(library), str(single)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    text = (library / "library_verdicts.md").read_text()
+    assert text.splitlines()[0] == "Split: dev (2 scenes, 2 (scene, training seed) units)"
+    assert "| break_a_scene, its own two-concept prompts | 0.625 [0.250, 1.000] |" in text
+    assert "- joint cross all_correct - break_a_scene within-picture: +0.375 [+0.000, +0.750] (2)" in text
+    assert "- composed_lora cross all_correct - break_a_scene within-picture: -0.125 [-0.250, +0.000] (2)" in text
+    assert ("- joint - composed_lora: cross all_correct +0.500 [+0.000, +1.000] (2); cross identity +0.500 [+0.500, "
+            "+0.500] (2); cross extra_objects +1.000 [+1.000, +1.000] (2); identity alone +0.250 [+0.250, +0.250] (2)"
+            ) in text
