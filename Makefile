@@ -55,10 +55,12 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
-# CPU figures: step time and peak RSS (ours vs the released capture), then operators and host syncs per step
+# CPU figures: step time and peak RSS (ours vs the released capture), operators and host syncs per step, and
+# where a toy trial's step goes with the kernels it could use instead
 bench: install
 	$(BIN)/python experiments/bench_train_step.py
 	$(BIN)/python experiments/bench_step_proxies.py
+	$(BIN)/python experiments/bench_toy_kernels.py
 
 # On a GPU machine: the README's speed and memory table (planned for 8 minutes on an H100; nothing downloaded)
 gpu-check: install
